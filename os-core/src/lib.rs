@@ -1,0 +1,20 @@
+//! `os-core`: the library behind the OneStream promotion tools.
+//!
+//! Each `os-*` binary parses its flags and calls in here; anything two tools
+//! need lives here once: the artifact [`record`] and the [`stream`] driver
+//! that keeps its rules, image [`reference`]s and [`digest`]s, the two
+//! [`store`]s ([`registry`] with its [`credentials`], and OCI [`layout`]s),
+//! and the shared command-line plumbing in [`cli`].
+
+pub mod capture;
+pub mod cli;
+pub mod credentials;
+pub mod digest;
+pub mod layout;
+pub mod manifest;
+pub mod record;
+pub mod reference;
+pub mod registry;
+pub mod source;
+pub mod store;
+pub mod stream;

@@ -1,0 +1,897 @@
+//! Registry access over the OCI distribution API: one HTTP client and
+//! connection pool for the whole run, the registry's auth challenge
+//! discovered once per host, bearer tokens cached per scope, bounded
+//! retries, and every manifest fetched hashed before it is trusted.
+//!
+//! Why not `oci-client` (0.18): its requests go through its own private
+//! `reqwest::Client`, and several things this tool chain needs are out of
+//! reach there: a HEAD that reports media type and size (it returns the
+//! digest only), response headers on errors (so `Retry-After` cannot be
+//! honoured), auth on anonymous registries without a `/v2/` probe before
+//! every request, and tokens scoped to two repositories for cross-repository
+//! mounts. The protocol surface we use is small, so it is spoken here
+//! directly; `reqwest` does the HTTP, `docker_credential` the credentials.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+
+use crate::credentials::{self, Credential, CredentialError};
+use crate::digest::Digest;
+use crate::manifest;
+use crate::reference::RegistryRef;
+
+const USER_AGENT: &str = concat!("onestream/", env!("CARGO_PKG_VERSION"));
+const DIGEST_HEADER: &str = "docker-content-digest";
+/// Tokens without `expires_in` live 60 s by the token spec; we renew a
+/// little early so a token never expires in flight.
+const TOKEN_LIFETIME_DEFAULT: u64 = 60;
+const TOKEN_RENEW_MARGIN: u64 = 10;
+
+/// How a run talks to registries.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Hosts (`host[:port]`) allowed over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
+    /// PEM files with extra CA certificates to trust.
+    pub ca_files: Vec<PathBuf>,
+    /// Credentials from flags or the environment; they take precedence over
+    /// the auth file for every registry the run contacts.
+    pub credential: Option<Credential>,
+    pub retry: RetryPolicy,
+}
+
+/// Retries for transient faults: connection errors, timeouts, 429 and 5xx.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// No retry starts once this much time has passed since the first try.
+    pub budget: Duration,
+    /// First backoff; doubled each retry (with jitter) up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            budget: Duration::from_secs(120),
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {registry}: {detail}")]
+    Unreachable { registry: String, detail: String },
+    #[error("{registry} refused access to {repository} ({status}): {detail}")]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{reference}: not found in the registry (404)")]
+    NotFound { reference: String },
+    #[error("{registry} answered {status} for {what}: {detail}")]
+    Status {
+        registry: String,
+        what: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{reference}: the registry served content whose digest is {actual}, not {expected}")]
+    DigestMismatch {
+        reference: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{registry}: {detail}")]
+    Protocol { registry: String, detail: String },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("cannot use CA file {path}: {detail}")]
+    CaFile { path: PathBuf, detail: String },
+}
+
+impl RegistryError {
+    /// A stable, machine-readable code for the record's `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::Unreachable { .. } => "registry-unreachable",
+            RegistryError::Unauthorized { .. } | RegistryError::Credentials(_) => "unauthorized",
+            RegistryError::NotFound { .. } => "not-found",
+            RegistryError::DigestMismatch { .. } => "digest-mismatch",
+            RegistryError::Status { .. } | RegistryError::Protocol { .. } => "registry-error",
+            RegistryError::CaFile { .. } => "usage",
+        }
+    }
+}
+
+/// A manifest's identity as a registry reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// `os/arch[/variant]` for an index; empty for a single manifest.
+    pub platforms: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+#[derive(Debug)]
+struct Host {
+    /// `https://host` or `http://host`.
+    base: String,
+    challenge: Challenge,
+}
+
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+type Slot<T> = Arc<tokio::sync::Mutex<Option<T>>>;
+
+/// The run's registry client. Cheap to share behind an `Arc`.
+pub struct Registry {
+    http: reqwest::Client,
+    options: RegistryOptions,
+    hosts: Mutex<HashMap<String, Slot<Arc<Host>>>>,
+    tokens: Mutex<HashMap<(String, String), Slot<Token>>>,
+    credentials: Mutex<HashMap<String, Slot<Option<Credential>>>>,
+}
+
+fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
+    map.lock()
+        .expect("slot map poisoned")
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Result<Registry, RegistryError> {
+        // reqwest is built without a default rustls provider (ring builds in
+        // seconds, aws-lc in minutes); install ring once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut certificates = Vec::new();
+        for path in &options.ca_files {
+            let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::CaFile {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            if bundle.is_empty() {
+                return Err(RegistryError::CaFile {
+                    path: path.clone(),
+                    detail: "no PEM certificate in it".into(),
+                });
+            }
+            certificates.extend(bundle);
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .tls_certs_merge(certificates)
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| RegistryError::Unreachable {
+                registry: "(client setup)".into(),
+                detail: describe(&e),
+            })?;
+        Ok(Registry {
+            http,
+            options,
+            hosts: Mutex::default(),
+            tokens: Mutex::default(),
+            credentials: Mutex::default(),
+        })
+    }
+
+    /// Resolves a reference to its manifest digest, media type, size and
+    /// platforms: one HEAD where the registry tells all of that in headers,
+    /// a GET by digest (hashed and compared) for an index's platforms or
+    /// when headers are missing.
+    pub async fn resolve(&self, reference: &RegistryRef) -> Result<Resolved, RegistryError> {
+        let path = format!(
+            "/v2/{}/manifests/{}",
+            reference.repository,
+            reference.manifest_reference()
+        );
+        let response = self
+            .send(reference, "pull", Method::HEAD, &path, Some(manifest::ACCEPT_ALL))
+            .await?;
+        let response = self.expect_ok(reference, response, "manifest").await?;
+        let headers = response.headers();
+        let header_digest = header_digest(reference, headers)?;
+        let content_type = header_str(headers, CONTENT_TYPE.as_str()).map(media_type_only);
+        let size = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(wanted), Some(got)) = (&reference.digest, &header_digest)
+            && wanted != got
+        {
+            return Err(RegistryError::DigestMismatch {
+                reference: reference.to_string(),
+                expected: wanted.to_string(),
+                actual: got.to_string(),
+            });
+        }
+        match (header_digest, content_type, size) {
+            (Some(digest), Some(media_type), Some(size)) if !manifest::is_index(&media_type) && size > 0 => {
+                Ok(Resolved {
+                    digest,
+                    media_type,
+                    size,
+                    platforms: Vec::new(),
+                })
+            }
+            (digest, _, _) => {
+                let digest = digest.or_else(|| reference.digest.clone());
+                let (bytes, served_type) = self.fetch_manifest(reference, digest.as_ref()).await?;
+                let summary = manifest::summarize(&bytes, served_type.as_deref()).map_err(|e| {
+                    RegistryError::Protocol {
+                        registry: reference.registry.clone(),
+                        detail: format!("{reference}: {e}"),
+                    }
+                })?;
+                Ok(Resolved {
+                    digest: Digest::of(&bytes),
+                    media_type: summary.media_type,
+                    size: bytes.len() as u64,
+                    platforms: summary.platforms,
+                })
+            }
+        }
+    }
+
+    /// Fetches manifest bytes, by `digest` when given (else by the
+    /// reference's tag), and checks they hash to the digest asked for and to
+    /// the digest the registry claims. Returns the bytes and Content-Type.
+    pub async fn fetch_manifest(
+        &self,
+        reference: &RegistryRef,
+        digest: Option<&Digest>,
+    ) -> Result<(Bytes, Option<String>), RegistryError> {
+        let wanted = digest.or(reference.digest.as_ref());
+        let by = wanted
+            .map(Digest::to_string)
+            .unwrap_or_else(|| reference.manifest_reference());
+        let path = format!("/v2/{}/manifests/{by}", reference.repository);
+        let response = self
+            .send(reference, "pull", Method::GET, &path, Some(manifest::ACCEPT_ALL))
+            .await?;
+        let response = self.expect_ok(reference, response, "manifest").await?;
+        let claimed = header_digest(reference, response.headers())?;
+        let served_type = header_str(response.headers(), CONTENT_TYPE.as_str()).map(media_type_only);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(reference, &e))?;
+        let actual = Digest::of(&bytes);
+        for expected in [wanted, claimed.as_ref()].into_iter().flatten() {
+            if *expected != actual {
+                return Err(RegistryError::DigestMismatch {
+                    reference: reference.to_string(),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok((bytes, served_type))
+    }
+
+    async fn expect_ok(
+        &self,
+        reference: &RegistryRef,
+        response: Response,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let detail = error_detail(response).await;
+        Err(match status {
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
+                reference: reference.to_string(),
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+                registry: reference.registry.clone(),
+                repository: reference.repository.clone(),
+                status: status.as_u16(),
+                detail: if detail.is_empty() {
+                    "check the credentials for this registry".into()
+                } else {
+                    detail
+                },
+            },
+            _ => RegistryError::Status {
+                registry: reference.registry.clone(),
+                what: format!("{what} of {reference}"),
+                status: status.as_u16(),
+                detail,
+            },
+        })
+    }
+
+    /// Sends a body-less request with auth and retries. Any status comes
+    /// back as a response (after retries for 429/5xx ran out); only
+    /// transport failures are errors.
+    pub async fn send(
+        &self,
+        reference: &RegistryRef,
+        actions: &str,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        let host = self.host(reference).await?;
+        let scope = format!("repository:{}:{actions}", reference.repository);
+        let url = format!("{}{path}", host.base);
+        let policy = self.options.retry;
+        let started = Instant::now();
+        let mut attempt = 1;
+        let mut refreshed_token = false;
+        loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if let Some(authorization) = self.authorization(reference, &host, &scope).await? {
+                request = request.header(AUTHORIZATION, authorization);
+            }
+            let outcome = request.send().await;
+            let retry_after = match &outcome {
+                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                    // A cached token can be revoked or expire early: fetch a
+                    // fresh one once before reporting the refusal.
+                    if !refreshed_token && matches!(host.challenge, Challenge::Bearer { .. }) {
+                        refreshed_token = true;
+                        self.forget_token(&host, &scope).await;
+                        continue;
+                    }
+                    None
+                }
+                Ok(response) if is_transient_status(response.status()) => {
+                    Some(retry_after(response.headers()))
+                }
+                Ok(_) => None,
+                Err(error) if is_transient_error(error) => Some(None),
+                Err(_) => None,
+            };
+            let Some(server_delay) = retry_after else {
+                return outcome.map_err(|e| self.unreachable(reference, &e));
+            };
+            let delay = server_delay.unwrap_or_else(|| backoff(policy, attempt));
+            let out_of_time = started.elapsed() + delay > policy.budget;
+            if attempt >= policy.attempts || out_of_time {
+                tracing::debug!(%url, attempt, "giving up after transient failures");
+                return outcome.map_err(|e| self.unreachable(reference, &e));
+            }
+            tracing::info!(
+                "{} {}: transient failure ({}), retry {attempt} in {delay:?}",
+                method,
+                reference.name(),
+                match &outcome {
+                    Ok(response) => response.status().to_string(),
+                    Err(error) => describe(error),
+                }
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    fn unreachable(&self, reference: &RegistryRef, error: &reqwest::Error) -> RegistryError {
+        RegistryError::Unreachable {
+            registry: reference.registry.clone(),
+            detail: describe(error),
+        }
+    }
+
+    /// The scheme and auth challenge of a registry host, found once per run
+    /// with one `GET /v2/`.
+    async fn host(&self, reference: &RegistryRef) -> Result<Arc<Host>, RegistryError> {
+        let api_host = reference.api_host().to_string();
+        let slot = slot(&self.hosts, api_host.clone());
+        let mut guard = slot.lock().await;
+        if let Some(host) = guard.as_ref() {
+            return Ok(host.clone());
+        }
+        let host = Arc::new(self.ping(reference, &api_host).await?);
+        tracing::debug!(?host, "registry host discovered");
+        *guard = Some(host.clone());
+        Ok(host)
+    }
+
+    async fn ping(&self, reference: &RegistryRef, api_host: &str) -> Result<Host, RegistryError> {
+        let https = format!("https://{api_host}");
+        if !self.plain_http_allowed(api_host) {
+            let response = self.ping_base(reference, &https).await?;
+            return Ok(Host {
+                base: https,
+                challenge: challenge(&response),
+            });
+        }
+        // Loopback and --insecure-registry hosts may speak either. Plain
+        // HTTP is asked first (the ping carries no credentials): a TLS
+        // server answers it with 400 at once, and then TLS is used and
+        // verified. Asking TLS first would hang on plain servers that wait
+        // for a request line the TLS handshake never sends.
+        let http = format!("http://{api_host}");
+        let response = self.ping_base(reference, &http).await?;
+        if response.status() != StatusCode::BAD_REQUEST {
+            return Ok(Host {
+                base: http,
+                challenge: challenge(&response),
+            });
+        }
+        let response = self.ping_base(reference, &https).await?;
+        Ok(Host {
+            base: https,
+            challenge: challenge(&response),
+        })
+    }
+
+    async fn ping_base(&self, reference: &RegistryRef, base: &str) -> Result<Response, RegistryError> {
+        let policy = self.options.retry;
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.http.get(format!("{base}/v2/")).send().await {
+                Ok(response) if !is_transient_status(response.status()) => return Ok(response),
+                outcome => {
+                    let server_delay = match &outcome {
+                        Ok(response) => retry_after(response.headers()),
+                        Err(_) => None,
+                    };
+                    let delay = server_delay.unwrap_or_else(|| backoff(policy, attempt));
+                    let retryable = match &outcome {
+                        Ok(_) => true,
+                        Err(error) => is_transient_error(error),
+                    };
+                    if !retryable || attempt >= policy.attempts || started.elapsed() + delay > policy.budget {
+                        return match outcome {
+                            Ok(response) => Ok(response),
+                            Err(error) => Err(self.unreachable(reference, &error)),
+                        };
+                    }
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn plain_http_allowed(&self, api_host: &str) -> bool {
+        is_loopback(api_host) || self.options.insecure_registries.iter().any(|h| h == api_host)
+    }
+
+    async fn credential(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
+        if let Some(credential) = &self.options.credential {
+            return Ok(Some(credential.clone()));
+        }
+        let slot = slot(&self.credentials, registry.to_string());
+        let mut guard = slot.lock().await;
+        if let Some(found) = guard.as_ref() {
+            return Ok(found.clone());
+        }
+        let name = registry.to_string();
+        // Helpers are processes; keep them off the async workers.
+        let found = tokio::task::spawn_blocking(move || credentials::lookup(&name))
+            .await
+            .expect("credential lookup panicked")?;
+        *guard = Some(found.clone());
+        Ok(found)
+    }
+
+    async fn authorization(
+        &self,
+        reference: &RegistryRef,
+        host: &Host,
+        scope: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        match &host.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => Ok(match self.credential(&reference.registry).await? {
+                Some(Credential::Basic { username, password }) => Some(basic(&username, &password)),
+                Some(Credential::IdentityToken(token)) => Some(basic(ACR_TOKEN_USER, &token)),
+                None => None,
+            }),
+            Challenge::Bearer { realm, service } => {
+                let slot = slot(&self.tokens, (host.base.clone(), scope.to_string()));
+                let mut guard = slot.lock().await;
+                if let Some(token) = guard.as_ref()
+                    && token.expires > Instant::now()
+                {
+                    return Ok(Some(format!("Bearer {}", token.value)));
+                }
+                let token = self
+                    .fetch_token(reference, realm, service.as_deref(), scope)
+                    .await?;
+                let header = format!("Bearer {}", token.value);
+                *guard = Some(token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    async fn forget_token(&self, host: &Host, scope: &str) {
+        let slot = slot(&self.tokens, (host.base.clone(), scope.to_string()));
+        *slot.lock().await = None;
+    }
+
+    /// The token endpoint of the Docker token protocol: GET with basic auth
+    /// for a password, the OAuth2 refresh-token POST for an identity token.
+    async fn fetch_token(
+        &self,
+        reference: &RegistryRef,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Token, RegistryError> {
+        let credential = self.credential(&reference.registry).await?;
+        let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let request = match &credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = query.clone();
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "onestream"),
+                ]);
+                self.http.post(realm).form(&form)
+            }
+            Some(Credential::Basic { username, password }) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .header(AUTHORIZATION, basic(username, password)),
+            None => self.http.get(realm).query(&query),
+        };
+        let response = request.send().await.map_err(|e| RegistryError::Unreachable {
+            registry: reference.registry.clone(),
+            detail: format!("token endpoint: {}", describe(&e)),
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail = error_detail(response).await;
+            return Err(RegistryError::Unauthorized {
+                registry: reference.registry.clone(),
+                repository: reference.repository.clone(),
+                status: status.as_u16(),
+                detail: format!(
+                    "the token endpoint refused {} ({detail})",
+                    if credential.is_some() {
+                        "the credentials"
+                    } else {
+                        "anonymous access; log in or pass credentials"
+                    }
+                ),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let body: TokenResponse = response.json().await.map_err(|e| RegistryError::Protocol {
+            registry: reference.registry.clone(),
+            detail: format!(
+                "token endpoint answered something that is not a token: {}",
+                describe(&e)
+            ),
+        })?;
+        let value = body
+            .token
+            .or(body.access_token)
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: reference.registry.clone(),
+                detail: "token endpoint answered without a token".into(),
+            })?;
+        let lifetime = body
+            .expires_in
+            .unwrap_or(TOKEN_LIFETIME_DEFAULT)
+            .saturating_sub(TOKEN_RENEW_MARGIN)
+            .max(1);
+        Ok(Token {
+            value,
+            expires: Instant::now() + Duration::from_secs(lifetime),
+        })
+    }
+}
+
+/// Azure Container Registry's (and docker's) user name for a refresh token
+/// presented as a password.
+const ACR_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+
+fn basic(username: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    format!("Basic {encoded}")
+}
+
+fn is_loopback(api_host: &str) -> bool {
+    let host = match api_host.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => api_host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn challenge(response: &Response) -> Challenge {
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return Challenge::None;
+    }
+    let Some(header) = header_str(response.headers(), WWW_AUTHENTICATE.as_str()) else {
+        return Challenge::Basic;
+    };
+    let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Challenge::Basic;
+    }
+    let params = auth_params(params);
+    match params.get("realm") {
+        Some(realm) => Challenge::Bearer {
+            realm: realm.clone(),
+            service: params.get("service").cloned(),
+        },
+        None => Challenge::Basic,
+    }
+}
+
+/// `key="value", key=value` pairs of a WWW-Authenticate challenge; commas
+/// inside quotes (scopes list several actions) do not split.
+fn auth_params(text: &str) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end.min(quoted.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.insert(key, value);
+        rest = remainder.trim_start().trim_start_matches(',').trim_start();
+    }
+    params
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn media_type_only(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or(content_type)
+        .trim()
+        .to_string()
+}
+
+fn header_digest(reference: &RegistryRef, headers: &HeaderMap) -> Result<Option<Digest>, RegistryError> {
+    match header_str(headers, DIGEST_HEADER) {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|e| RegistryError::Protocol {
+            registry: reference.registry.clone(),
+            detail: format!("Docker-Content-Digest header: {e}"),
+        }),
+    }
+}
+
+fn is_transient_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+fn is_transient_error(error: &reqwest::Error) -> bool {
+    if error.is_timeout() {
+        return true;
+    }
+    // A refused or reset connection is worth another try; a certificate or
+    // protocol error never heals by itself.
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
+                    | UnexpectedEof
+                    | TimedOut
+            );
+        }
+        if current.downcast_ref::<rustls::Error>().is_some() {
+            return false;
+        }
+        source = current.source();
+    }
+    error.is_connect() || error.is_request()
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = header_str(headers, "retry-after")?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with up to 50 % jitter, so parallel clients that
+/// failed together do not retry together.
+fn backoff(policy: RetryPolicy, attempt: u32) -> Duration {
+    let exponential = policy
+        .base_delay
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let capped = exponential.min(policy.max_delay);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = capped.mul_f64(f64::from(nanos % 500) / 1000.0);
+    capped - jitter
+}
+
+/// The most useful line of a reqwest error: its innermost cause ("Connection
+/// refused", "invalid peer certificate: UnknownIssuer") after its own text.
+fn describe(error: &reqwest::Error) -> String {
+    let mut innermost = None;
+    let mut source = std::error::Error::source(error);
+    while let Some(current) = source {
+        innermost = Some(current.to_string());
+        source = current.source();
+    }
+    let own = if error.is_connect() {
+        "connection failed".to_string()
+    } else if error.is_timeout() {
+        "timed out".to_string()
+    } else {
+        error.to_string()
+    };
+    match innermost {
+        Some(cause) if !own.contains(&cause) => format!("{own}: {cause}"),
+        _ => own,
+    }
+}
+
+/// The registry's error envelope (`{"errors":[{"code","message"}]}`) as one
+/// line, or the start of the body.
+async fn error_detail(response: Response) -> String {
+    let body = response.bytes().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<EnvelopeError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct EnvelopeError {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) {
+        let parts: Vec<String> = envelope
+            .errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}{}",
+                    e.code.as_deref().unwrap_or("ERROR"),
+                    e.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.trim().chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_params_keep_commas_inside_quotes() {
+        let params = auth_params(
+            r#"realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(params["realm"], "https://auth.example.com/token");
+        assert_eq!(params["service"], "registry.example.com");
+        assert_eq!(params["scope"], "repository:a/b:pull,push");
+        let params = auth_params(r#"realm=basic-realm, charset="UTF-8""#);
+        assert_eq!(params["realm"], "basic-realm");
+        assert_eq!(params["charset"], "UTF-8");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:80",
+            "[::1]:5000",
+            "127.3.2.1",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["10.0.0.1:5000", "example.com", "devacr.azurecr.io"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = RetryPolicy::default();
+        assert!(backoff(policy, 1) <= Duration::from_millis(200));
+        assert!(backoff(policy, 3) >= Duration::from_millis(400));
+        assert!(backoff(policy, 30) <= policy.max_delay);
+    }
+}

@@ -1,0 +1,8 @@
+//! `os-deploy`: not implemented yet; the crate exists so the workspace and its
+//! end-to-end suite already know every tool by name.
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    eprintln!("os-deploy: error: not implemented yet");
+    ExitCode::from(2)
+}

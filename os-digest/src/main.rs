@@ -1,0 +1,95 @@
+//! `os-digest`: capture the immutable digest of images, as artifact records.
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use os_core::capture::{self, CaptureOptions};
+use os_core::cli::{CommonArgs, exit};
+use os_core::source::{self, SourceFlags};
+
+/// Resolve image references to their immutable digests and write one
+/// artifact record (JSON) per image to stdout.
+///
+/// References come from the arguments, or one per line on stdin. Records on
+/// stdin that already carry a digest are checked against their registry:
+/// if the tag moved, the record becomes an error record.
+#[derive(Debug, Parser)]
+#[command(name = "os-digest", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Image references: REGISTRY/REPO[:TAG][@sha256:…] or oci:DIR[:TAG].
+    #[arg(value_name = "REFERENCE")]
+    references: Vec<String>,
+
+    /// Set `service` on the records.
+    #[arg(long, value_name = "NAME", conflicts_with = "service_from_repo")]
+    service: Option<String>,
+
+    /// Set `service` to the repository's last path segment (…/onestream/iam → iam).
+    #[arg(long)]
+    service_from_repo: bool,
+
+    /// Source commit (default: BUILD_SOURCEVERSION or GITHUB_SHA).
+    #[arg(long, value_name = "SHA")]
+    commit: Option<String>,
+
+    /// Source repository URL (default: BUILD_REPOSITORY_URI or the GitHub repository).
+    #[arg(long = "source-repository", value_name = "URL")]
+    source_repository: Option<String>,
+
+    /// CI run id (default: BUILD_BUILDNUMBER/BUILD_BUILDID or GITHUB_RUN_ID).
+    #[arg(long, value_name = "ID")]
+    run: Option<String>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  os-digest devacr.example.com/onestream/iam:1.4.2
+  os-digest oci:./build/iam:1.4.2
+  printf '%s\\n' reg/a:1 reg/b:2 | os-digest --service-from-repo
+  os-digest reg.example.com/a:1 | jq -r .digest
+
+Exit status:
+  0  every record succeeded
+  1  at least one record failed (it was written out as an error record)
+  2  usage error or unreadable input (the message names the line)";
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    args.common.init_logging();
+    if args.references.is_empty() && std::io::stdin().is_terminal() {
+        eprintln!("os-digest: reading references or records from stdin (Ctrl-D to end; --help for usage)");
+    }
+    let options = CaptureOptions {
+        service: args.service,
+        service_from_repo: args.service_from_repo,
+        source: source::detect(
+            &SourceFlags {
+                commit: args.commit,
+                repository: args.source_repository,
+                run: args.run,
+            },
+            &|name| std::env::var(name).ok(),
+        ),
+        tool: concat!("os-digest ", env!("CARGO_PKG_VERSION")).to_string(),
+    };
+    let stdin = std::io::BufReader::new(std::io::stdin());
+    let mut stdout = std::io::stdout().lock();
+    match capture::run(options, &args.common, args.references, stdin, &mut stdout) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("os-digest: error: {:#}", anyhow::Error::from(error));
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn help_lists_exit_codes() {
+        assert!(super::AFTER_HELP.ends_with(os_core::cli::EXIT_CODES_HELP));
+    }
+}

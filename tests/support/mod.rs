@@ -1,0 +1,20 @@
+//! End-to-end test support: real registries (CNCF distribution, started as
+//! `docker-registry serve`) and deterministic OCI test images built without the
+//! project's own code.
+//!
+//! Use from a test file at `tests/*.rs` with `mod support;`.
+//!
+//! - [`registry::TestRegistry`]: plain HTTP, HTTPS + htpasswd basic auth, or plain
+//!   HTTP + token auth backed by the in-process [`token_server::TokenServer`].
+//! - [`images`]: hand-written OCI image layouts (`single_arch`, `multi_arch`) and
+//!   `push` (with skopeo) into a `TestRegistry`.
+
+// Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+pub mod bins;
+pub mod images;
+pub mod registry;
+pub mod schema;
+pub mod stub;
+pub mod token_server;

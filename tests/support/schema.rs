@@ -1,0 +1,37 @@
+//! Validates tool output against the published record schema
+//! (`docs/record.schema.json`): every record a test reads goes through here.
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/record.schema.json");
+        let schema: Value = serde_json::from_slice(&std::fs::read(path).expect("read the record schema"))
+            .expect("the record schema is JSON");
+        jsonschema::validator_for(&schema).expect("the record schema is a valid JSON Schema")
+    })
+}
+
+/// Parses NDJSON output, checking that it is nothing but schema-valid
+/// records, one per line.
+pub fn records(stdout: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(stdout).expect("stdout is UTF-8");
+    text.lines()
+        .map(|line| {
+            let record: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let errors: Vec<String> = validator()
+                .iter_errors(&record)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "record violates docs/record.schema.json: {errors:?}\n{line}"
+            );
+            record
+        })
+        .collect()
+}
