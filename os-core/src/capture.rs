@@ -4,15 +4,16 @@
 //! tag may have moved since).
 
 use std::io::{BufRead, Write};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::cli::{CommonArgs, RunError};
 use crate::record::{Event, Record, field};
 use crate::reference::ImageRef;
-use crate::registry::{Registry, Resolved};
+use crate::registry::Resolved;
 use crate::store::Stores;
-use crate::stream::{self, Inputs, Origin, Work};
+use crate::stream::{self, Origin, Work};
 
 const STEP: &str = "digest";
 
@@ -34,37 +35,16 @@ pub fn run(
     options: CaptureOptions,
     common: &CommonArgs,
     references: Vec<String>,
-    mut stdin: impl BufRead + Send + 'static,
+    stdin: impl BufRead + Send + 'static,
     stdout: &mut impl Write,
 ) -> Result<u8, RunError> {
-    let registry_options = common.registry_options(&mut stdin)?;
-    if common.password_stdin && references.is_empty() {
-        return Err(RunError::Usage(
-            "with --password-stdin, stdin holds the password: give the references as arguments".into(),
-        ));
-    }
-    let stores = Stores::new(Registry::new(registry_options)?);
-    let inputs = if references.is_empty() {
-        Inputs::Stdin {
-            reader: stdin,
-            references: true,
+    let options = Arc::new(options);
+    stream::run_tool(common, references, stdin, stdout, "os-digest", STEP, |stores| {
+        move |origin, work| {
+            let (stores, options) = (stores.clone(), options.clone());
+            async move { capture(&stores, &options, origin, work).await }
         }
-    } else {
-        Inputs::Arguments(references)
-    };
-    let runtime = crate::cli::runtime();
-    let summary = runtime.block_on(async {
-        stream::run(
-            inputs,
-            stdout,
-            common.jobs.into(),
-            "os-digest",
-            STEP,
-            |origin, work| capture(&stores, &options, origin, work),
-        )
-        .await
-    })?;
-    Ok(summary.exit_code())
+    })
 }
 
 /// Captures one input; never fails as a whole: problems become error

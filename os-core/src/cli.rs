@@ -152,3 +152,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("the tokio runtime starts")
 }
+
+/// clap value parser for `KEY=VALUE` flags (`-a`, `--annotation`,
+/// `--identity-remap`).
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}

@@ -113,6 +113,24 @@ impl RegistryRef {
         }
     }
 
+    /// The same repository, pinned to `digest` (no tag).
+    pub fn with_digest(&self, digest: Digest) -> RegistryRef {
+        RegistryRef {
+            tag: None,
+            digest: Some(digest),
+            ..self.clone()
+        }
+    }
+
+    /// The same repository at `tag` (no digest).
+    pub fn with_tag(&self, tag: impl Into<String>) -> RegistryRef {
+        RegistryRef {
+            tag: Some(tag.into()),
+            digest: None,
+            ..self.clone()
+        }
+    }
+
     /// What the registry API calls the manifest: the digest when pinned,
     /// else the tag, else `latest`.
     pub fn manifest_reference(&self) -> String {

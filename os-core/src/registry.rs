@@ -300,6 +300,124 @@ impl Registry {
         Ok((bytes, served_type))
     }
 
+    /// Like [`Registry::fetch_manifest`] by tag, but a missing tag is
+    /// `None` rather than an error.
+    pub async fn fetch_manifest_if_any(
+        &self,
+        reference: &RegistryRef,
+    ) -> Result<Option<(Bytes, Option<String>)>, RegistryError> {
+        match self.fetch_manifest(reference, None).await {
+            Ok(found) => Ok(Some(found)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A small blob (config, signature payload), read whole and checked
+    /// against its digest.
+    pub async fn fetch_blob(&self, reference: &RegistryRef, digest: &Digest) -> Result<Bytes, RegistryError> {
+        let path = format!("/v2/{}/blobs/{digest}", reference.repository);
+        let response = self.send(reference, "pull", Method::GET, &path, None).await?;
+        let blob = reference.with_digest(digest.clone());
+        let response = self.expect_ok(&blob, response, "blob").await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(reference, &e))?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch {
+                reference: blob.to_string(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub async fn blob_exists(&self, reference: &RegistryRef, digest: &Digest) -> Result<bool, RegistryError> {
+        let path = format!("/v2/{}/blobs/{digest}", reference.repository);
+        let response = self
+            .send(reference, "pull,push", Method::HEAD, &path, None)
+            .await?;
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.expect_ok(reference, response, "blob").await.unwrap_err()),
+        }
+    }
+
+    /// Uploads a small blob in one request (POST, then a monolithic PUT),
+    /// unless the registry already has it. Returns whether bytes were sent.
+    pub async fn push_small_blob(
+        &self,
+        reference: &RegistryRef,
+        bytes: Bytes,
+    ) -> Result<bool, RegistryError> {
+        let digest = Digest::of(&bytes);
+        if self.blob_exists(reference, &digest).await? {
+            return Ok(false);
+        }
+        let path = format!("/v2/{}/blobs/uploads/", reference.repository);
+        let response = self
+            .send(reference, "pull,push", Method::POST, &path, None)
+            .await?;
+        let response = self.expect_ok(reference, response, "blob upload").await?;
+        let location = header_str(response.headers(), "location").ok_or_else(|| RegistryError::Protocol {
+            registry: reference.registry.clone(),
+            detail: "blob upload started without a Location".into(),
+        })?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
+        let response = self
+            .send_body(
+                reference,
+                "pull,push",
+                Method::PUT,
+                &url,
+                None,
+                Some((bytes, "application/octet-stream")),
+            )
+            .await?;
+        self.expect_ok(reference, response, "blob upload").await?;
+        Ok(true)
+    }
+
+    /// Puts manifest bytes under `tag` (or under their digest when `None`)
+    /// and checks the registry stored exactly them. Returns their digest.
+    pub async fn push_manifest(
+        &self,
+        reference: &RegistryRef,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(&bytes);
+        let name = tag.map(str::to_string).unwrap_or_else(|| digest.to_string());
+        let path = format!("/v2/{}/manifests/{name}", reference.repository);
+        let response = self
+            .send_body(
+                reference,
+                "pull,push",
+                Method::PUT,
+                &path,
+                None,
+                Some((bytes, media_type)),
+            )
+            .await?;
+        let response = self.expect_ok(reference, response, "manifest upload").await?;
+        if let Some(stored) = header_digest(reference, response.headers())?
+            && stored != digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                reference: reference.to_string(),
+                expected: digest.to_string(),
+                actual: stored.to_string(),
+            });
+        }
+        Ok(digest)
+    }
+
     async fn expect_ok(
         &self,
         reference: &RegistryRef,
@@ -345,9 +463,29 @@ impl Registry {
         path: &str,
         accept: Option<&str>,
     ) -> Result<Response, RegistryError> {
+        self.send_body(reference, actions, method, path, accept, None)
+            .await
+    }
+
+    /// Like [`Registry::send`], with a body (replayable on retry, so only
+    /// for small bodies: manifests, signature payloads). `path` may also be
+    /// an absolute URL (upload `Location`s are).
+    pub async fn send_body(
+        &self,
+        reference: &RegistryRef,
+        actions: &str,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<Response, RegistryError> {
         let host = self.host(reference).await?;
         let scope = format!("repository:{}:{actions}", reference.repository);
-        let url = format!("{}{path}", host.base);
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", host.base)
+        };
         let policy = self.options.retry;
         let started = Instant::now();
         let mut attempt = 1;
@@ -356,6 +494,9 @@ impl Registry {
             let mut request = self.http.request(method.clone(), &url);
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
+            }
+            if let Some((bytes, content_type)) = &body {
+                request = request.header(CONTENT_TYPE, *content_type).body(bytes.clone());
             }
             if let Some(authorization) = self.authorization(reference, &host, &scope).await? {
                 request = request.header(AUTHORIZATION, authorization);

@@ -14,8 +14,12 @@ use std::io::{BufRead, Write};
 use futures::StreamExt;
 use futures::future::Either;
 
-use crate::cli::exit;
+use std::sync::Arc;
+
+use crate::cli::{CommonArgs, RunError, exit};
 use crate::record::{self, Input, Record, field};
+use crate::registry::Registry;
+use crate::store::Stores;
 
 /// Where an input came from, for messages: `stdin line 3`, `argument 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,46 @@ enum Item {
     Work(Origin, Work),
     PassThrough(Record),
     Unreadable(Origin, String),
+}
+
+/// The whole of a tool's run: registry access from the common flags (the
+/// password read from stdin first when `--password-stdin`), inputs from the
+/// arguments or stdin, and `work` (made once, given the run's stores) over
+/// every input. Returns the exit code.
+pub fn run_tool<S, W, F, Fut>(
+    common: &CommonArgs,
+    references: Vec<String>,
+    mut stdin: S,
+    stdout: &mut impl Write,
+    tool: &str,
+    step: &str,
+    make_work: W,
+) -> Result<u8, RunError>
+where
+    S: BufRead + Send + 'static,
+    W: FnOnce(Arc<Stores>) -> F,
+    F: FnMut(Origin, Work) -> Fut,
+    Fut: Future<Output = Record>,
+{
+    let registry_options = common.registry_options(&mut stdin)?;
+    if common.password_stdin && references.is_empty() {
+        return Err(RunError::Usage(
+            "with --password-stdin, stdin holds the password: give the references as arguments".into(),
+        ));
+    }
+    let stores = Arc::new(Stores::new(Registry::new(registry_options)?));
+    let inputs = if references.is_empty() {
+        Inputs::Stdin {
+            reader: stdin,
+            references: true,
+        }
+    } else {
+        Inputs::Arguments(references)
+    };
+    let work = make_work(stores);
+    let summary =
+        crate::cli::runtime().block_on(run(inputs, stdout, common.jobs.into(), tool, step, work))?;
+    Ok(summary.exit_code())
 }
 
 /// Runs `work` over every input. `tool` (e.g. `os-digest`) prefixes the

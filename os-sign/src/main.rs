@@ -1,8 +1,132 @@
-//! `os-sign`: not implemented yet; the crate exists so the workspace and its
-//! end-to-end suite already know every tool by name.
+//! `os-sign`: cosign-compatible signatures for artifact records.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use os_core::cli::{CommonArgs, exit, key_value};
+use os_core::key::{self, KeyRef, Password, PublicKey, Signer};
+use os_core::sign::{self, SignOptions};
+use zeroize::Zeroizing;
+
+/// Sign each record's digest the way `cosign sign --key` does, and pass the
+/// record on with a `sign` event.
+///
+/// The signature is stored next to the image as the tag sha256-<hex>.sig
+/// (what cosign, skopeo, podman and policy-controller read). Signing the
+/// same digest again with the same key and annotations adds nothing.
+#[derive(Debug, Parser)]
+#[command(name = "os-sign", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Private key: a cosign key file (password from COSIGN_PASSWORD or a
+    /// prompt), env://VAR holding the PEM.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+
+    /// Annotation to sign along (repeatable); the record's source adds
+    /// org.opencontainers.image.revision/source and dev.onestream.run.
+    #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = key_value)]
+    annotations: Vec<(String, String)>,
+
+    /// Image references to sign ad hoc (resolved to digests first).
+    #[arg(value_name = "REFERENCE")]
+    references: Vec<String>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a new key pair in cosign's format (cosign.key encrypted with
+    /// COSIGN_PASSWORD, mode 0600; cosign.pub). Never overwrites.
+    GenerateKeyPair {
+        /// File name prefix: writes PREFIX.key and PREFIX.pub.
+        #[arg(long, default_value = "cosign", value_name = "PREFIX")]
+        output_key_prefix: PathBuf,
+    },
+    /// Print the PEM public key of any key source.
+    PublicKey {
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  COSIGN_PASSWORD=… os-sign generate-key-pair
+  os-sign public-key --key cosign.key > cosign.pub
+  os-digest dev.example.com/iam:1.4.2 | os-sign --key cosign.key -a pipeline=iam-ci | os-verify --key cosign.pub
+  os-sign --key env://COSIGN_PRIVATE_KEY dev.example.com/iam@sha256:…
+
+Exit status:
+  0  every record succeeded
+  1  at least one record failed (it was written out as an error record)
+  2  usage error or unreadable input (the message names the line)";
+
 fn main() -> ExitCode {
-    eprintln!("os-sign: error: not implemented yet");
-    ExitCode::from(2)
+    let args = Args::parse();
+    args.common.init_logging();
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("os-sign: error: {error:#}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<u8> {
+    match args.command {
+        Some(Command::GenerateKeyPair { output_key_prefix }) => {
+            let private = output_key_prefix.with_extension("key");
+            let public = output_key_prefix.with_extension("pub");
+            let password = match std::env::var("COSIGN_PASSWORD") {
+                Ok(password) => Zeroizing::new(password),
+                Err(_) => {
+                    let first = Zeroizing::new(rpassword::prompt_password("Enter password for private key: ").context(
+                        "no COSIGN_PASSWORD and no terminal to ask on: set COSIGN_PASSWORD (it may be empty)",
+                    )?);
+                    let again = Zeroizing::new(rpassword::prompt_password(
+                        "Enter password for private key again: ",
+                    )?);
+                    anyhow::ensure!(first == again, "the passwords differ");
+                    first
+                }
+            };
+            let key_id = key::generate_key_pair(&private, &public, password.as_bytes())?;
+            eprintln!("Private key written to {}", private.display());
+            eprintln!("Public key written to {} (key id {key_id})", public.display());
+            Ok(exit::SUCCESS)
+        }
+        Some(Command::PublicKey { key }) => {
+            let key: KeyRef = key.parse()?;
+            let public = PublicKey::load(&key, &Password::EnvOrPrompt)?;
+            print!("{}", public.to_pem());
+            Ok(exit::SUCCESS)
+        }
+        None => {
+            let key = args.key.context("--key is required to sign (see --help)")?;
+            let key: KeyRef = key.parse()?;
+            let signer = Signer::load(&key, &Password::EnvOrPrompt)?;
+            let options = SignOptions {
+                annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
+                tool: concat!("os-sign ", env!("CARGO_PKG_VERSION")).to_string(),
+            };
+            let stdin = std::io::BufReader::new(std::io::stdin());
+            let mut stdout = std::io::stdout().lock();
+            Ok(sign::run(
+                signer,
+                options,
+                &args.common,
+                args.references,
+                stdin,
+                &mut stdout,
+            )?)
+        }
+    }
 }

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod bins;
+pub mod cosign;
 pub mod images;
 pub mod registry;
 pub mod schema;

@@ -1,0 +1,362 @@
+//! `os-verify`'s step: find the cosign signatures of each record's digest at
+//! its current `image`, and pass the record on only if one of them verifies
+//! with a given key, signs this digest, names an acceptable identity and
+//! carries the required annotations. Nothing the registry says is trusted:
+//! the signature manifest and each payload are checked against their
+//! digests before use.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::cli::{CommonArgs, RunError};
+use crate::digest::Digest;
+use crate::key::PublicKey;
+use crate::record::{Event, Record};
+use crate::reference::RegistryRef;
+use crate::registry::RegistryError;
+use crate::sign::located;
+use crate::signature::{self, SIMPLE_SIGNING};
+use crate::store::Stores;
+use crate::stream::{self, Origin, Work};
+
+const STEP: &str = "verify";
+
+/// How the signed `docker-reference` must relate to where the image is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Identity {
+    /// Registry and repository equal.
+    Exact,
+    /// Repository path equal, any registry (what promotion keeps).
+    Repository,
+    /// Not checked (what `cosign verify` does).
+    Any,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyPolicy {
+    pub keys: Vec<PublicKey>,
+    pub identity: Identity,
+    /// `FROM=TO` prefixes applied to the signed reference before comparing.
+    pub remaps: Vec<(String, String)>,
+    /// Annotations every accepted signature must carry.
+    pub annotations: BTreeMap<String, String>,
+    pub tool: String,
+}
+
+/// Why a record failed verification, as a stable code; ordered by how far
+/// a signature got, so the most telling reason is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    RegistryError,
+    NoSignature,
+    MalformedSignature,
+    KeyMismatch,
+    DigestMismatch,
+    IdentityMismatch,
+    AnnotationMismatch,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::RegistryError => "registry-error",
+            Reason::NoSignature => "no-signature",
+            Reason::MalformedSignature => "malformed-signature",
+            Reason::KeyMismatch => "key-mismatch",
+            Reason::DigestMismatch => "digest-mismatch",
+            Reason::IdentityMismatch => "identity-mismatch",
+            Reason::AnnotationMismatch => "annotation-mismatch",
+        }
+    }
+}
+
+/// A signature that passed every check.
+#[derive(Debug)]
+pub struct Accepted {
+    pub key_id: String,
+    pub payload_digest: Digest,
+    pub identity: String,
+}
+
+pub fn run(
+    policy: VerifyPolicy,
+    common: &CommonArgs,
+    references: Vec<String>,
+    stdin: impl BufRead + Send + 'static,
+    stdout: &mut impl Write,
+) -> Result<u8, RunError> {
+    let policy = Arc::new(policy);
+    stream::run_tool(common, references, stdin, stdout, "os-verify", STEP, |stores| {
+        move |origin, work| {
+            let (stores, policy) = (stores.clone(), policy.clone());
+            async move {
+                let record = match work {
+                    Work::Record(record) => record,
+                    Work::Reference(text) => match ad_hoc_record(&text) {
+                        Ok(record) => record,
+                        Err(failed) => return failed(origin),
+                    },
+                };
+                verify_record(&stores, &policy, origin, record).await
+            }
+        }
+    })
+}
+
+type Failed = Box<dyn FnOnce(Origin) -> Record + Send>;
+
+/// `os-verify --key k.pub reg/app@sha256:…`: a record from a pinned
+/// reference. Verification is by digest only: a tag would be a claim we
+/// cannot check.
+fn ad_hoc_record(text: &str) -> Result<Record, Failed> {
+    let reference: RegistryRef = match text.parse() {
+        Ok(reference) => reference,
+        Err(error) => {
+            let (text, message) = (text.to_string(), error.to_string());
+            return Err(Box::new(move |origin| {
+                let mut record = Record::new();
+                record.set(crate::record::field::REFERENCE, text);
+                record.fail(STEP, "bad-reference", format!("{origin}: {message}"));
+                record
+            }));
+        }
+    };
+    let Some(digest) = reference.digest.clone() else {
+        let text = text.to_string();
+        return Err(Box::new(move |origin| {
+            let mut record = Record::new();
+            record.set(crate::record::field::REFERENCE, text.clone());
+            record.fail(
+                STEP,
+                "bad-reference",
+                format!(
+                    "{origin}: {text} has no digest: verify REPOSITORY@sha256:… (os-digest resolves tags)"
+                ),
+            );
+            record
+        }));
+    };
+    let mut record = Record::new();
+    record.set(crate::record::field::IMAGE, reference.name());
+    record.set(crate::record::field::DIGEST, digest.to_string());
+    if let Some(tag) = &reference.tag {
+        record.set(crate::record::field::TAG, tag.clone());
+    }
+    Ok(record)
+}
+
+async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, mut record: Record) -> Record {
+    let (image, digest) = match located(&record, origin, STEP) {
+        Ok(found) => found,
+        Err(failed) => return failed,
+    };
+    match find_accepted(stores, policy, &image, &digest).await {
+        Ok(accepted) => {
+            record.push_event(
+                Event::new(STEP, &policy.tool)
+                    .with("image", image.name())
+                    .with("keyId", accepted.key_id)
+                    .with(
+                        "signature",
+                        format!(
+                            "{}@{}",
+                            image.with_tag(signature::signature_tag(&digest)),
+                            accepted.payload_digest
+                        ),
+                    )
+                    .with("identity", accepted.identity)
+                    .with("verified", true),
+            );
+            record
+        }
+        Err((reason, message)) => {
+            record.fail(
+                STEP,
+                reason.code(),
+                format!("{origin}: {image}@{digest}: {message}"),
+            );
+            record
+        }
+    }
+}
+
+async fn find_accepted(
+    stores: &Stores,
+    policy: &VerifyPolicy,
+    image: &RegistryRef,
+    digest: &Digest,
+) -> Result<Accepted, (Reason, String)> {
+    let registry = stores.registry();
+    let signature_ref = image.with_tag(signature::signature_tag(digest));
+    let manifest = match registry.fetch_manifest_if_any(&signature_ref).await {
+        Ok(Some((bytes, _))) => bytes,
+        Ok(None) => {
+            return Err((
+                Reason::NoSignature,
+                format!("no signature ({} not found)", signature_ref),
+            ));
+        }
+        Err(error @ RegistryError::DigestMismatch { .. }) => {
+            return Err((
+                Reason::MalformedSignature,
+                format!("tampered signature manifest: {error}"),
+            ));
+        }
+        Err(error) => return Err((Reason::RegistryError, error.to_string())),
+    };
+    let layers = signature::parse_signature_manifest(&manifest)
+        .map_err(|e| (Reason::MalformedSignature, e.to_string()))?;
+    let mut worst: Option<(Reason, String)> = None;
+    let mut note = |reason: Reason, message: String| {
+        if worst.as_ref().is_none_or(|(r, _)| reason > *r) {
+            worst = Some((reason, message));
+        }
+    };
+    for layer in layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING) {
+        let payload = match registry.fetch_blob(&signature_ref, &layer.digest).await {
+            Ok(payload) => payload,
+            Err(error @ RegistryError::DigestMismatch { .. }) => {
+                note(Reason::MalformedSignature, format!("tampered payload: {error}"));
+                continue;
+            }
+            Err(error) => {
+                note(Reason::RegistryError, error.to_string());
+                continue;
+            }
+        };
+        match check_signature(
+            policy,
+            image,
+            digest,
+            &layer.media_type,
+            &payload,
+            layer.signature.as_deref(),
+        ) {
+            Ok(accepted) => return Ok(accepted),
+            Err((reason, message)) => note(reason, message),
+        }
+    }
+    Err(worst.unwrap_or((
+        Reason::NoSignature,
+        "the signature manifest holds no cosign signature".into(),
+    )))
+}
+
+/// Checks one signature (a `.sig` layer's media type, payload bytes and
+/// base64 signature annotation) against the policy, for the image at
+/// `image` with `digest`. Pure: no I/O, so the interop vectors test it
+/// directly.
+pub fn check_signature(
+    policy: &VerifyPolicy,
+    image: &RegistryRef,
+    digest: &Digest,
+    media_type: &str,
+    payload: &[u8],
+    signature_base64: Option<&str>,
+) -> Result<Accepted, (Reason, String)> {
+    if media_type != SIMPLE_SIGNING {
+        return Err((
+            Reason::NoSignature,
+            format!("a {media_type} layer is not a cosign signature"),
+        ));
+    }
+    let signature = signature_base64.and_then(|text| {
+        use base64::Engine as _;
+        let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD.decode(text).ok()
+    });
+    let Some(signature) = signature else {
+        return Err((
+            Reason::MalformedSignature,
+            "signature annotation missing or not base64".into(),
+        ));
+    };
+    let Some(key) = policy.keys.iter().find(|key| key.verify(&signature, payload)) else {
+        return Err((
+            Reason::KeyMismatch,
+            "no signature verifies with the given key(s)".into(),
+        ));
+    };
+    let parsed = signature::parse_payload(payload)
+        .map_err(|e| (Reason::MalformedSignature, format!("signed payload: {e}")))?;
+    if parsed.manifest_digest != digest.to_string() {
+        return Err((
+            Reason::DigestMismatch,
+            format!("the signature is for {}, not this digest", parsed.manifest_digest),
+        ));
+    }
+    check_identity(policy, image, &parsed.docker_reference).map_err(|m| (Reason::IdentityMismatch, m))?;
+    if let Some(message) = missing_annotation(&policy.annotations, &parsed.optional) {
+        return Err((Reason::AnnotationMismatch, message));
+    }
+    Ok(Accepted {
+        key_id: key.key_id(),
+        payload_digest: Digest::of(payload),
+        identity: parsed.docker_reference,
+    })
+}
+
+fn remapped(policy: &VerifyPolicy, signed: &str) -> String {
+    for (from, to) in &policy.remaps {
+        if signed == from {
+            return to.clone();
+        }
+        if let Some(rest) = signed.strip_prefix(from.as_str())
+            && rest.starts_with('/')
+        {
+            return format!("{to}{rest}");
+        }
+    }
+    signed.to_string()
+}
+
+fn check_identity(policy: &VerifyPolicy, image: &RegistryRef, signed: &str) -> Result<(), String> {
+    let expected = signature::docker_reference(image);
+    let signed = remapped(policy, signed);
+    let repository_of = |name: &str| {
+        name.split_once('/')
+            .map(|(_, path)| path.to_string())
+            .unwrap_or_default()
+    };
+    let ok = match policy.identity {
+        Identity::Any => true,
+        Identity::Exact => signed == expected,
+        Identity::Repository => repository_of(&signed) == repository_of(&expected),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the signature names {signed}, not {expected} (--identity {}; --identity-remap maps a signing location to this one)",
+            match policy.identity {
+                Identity::Exact => "exact",
+                Identity::Repository => "repository",
+                Identity::Any => "any",
+            }
+        ))
+    }
+}
+
+fn missing_annotation(
+    required: &BTreeMap<String, String>,
+    optional: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    for (key, wanted) in required {
+        let found = optional.get(key).map(|v| match v {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        });
+        if found.as_deref() != Some(wanted.as_str()) {
+            return Some(format!(
+                "annotation {key}={wanted} required, signature has {}",
+                found
+                    .map(|f| format!("{key}={f}"))
+                    .unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+    None
+}

@@ -1,0 +1,586 @@
+//! os-sign and os-verify against a real registry, with the real cosign as
+//! the peer in both directions, and every negative case with its reason.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::bins::tool;
+use support::cosign::{cosign, cosign_ok};
+use support::images;
+use support::registry::TestRegistry;
+use support::schema::records;
+
+const PASSWORD: &str = "correct horse";
+
+struct Setup {
+    registry: TestRegistry,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            registry: TestRegistry::start(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Pushes a fresh image and returns its os-digest record (one line).
+    fn image(&self, repo: &str, seed: &str) -> (String, String) {
+        let image = images::single_arch(&self.path(&format!("layout-{seed}")), "1", seed);
+        images::push(&image, &self.registry, repo, "1");
+        let output = tool("os-digest")
+            .arg(format!("{}/{repo}:1", self.registry.host()))
+            .assert()
+            .success();
+        (
+            String::from_utf8(output.get_output().stdout.clone()).unwrap(),
+            image.digest,
+        )
+    }
+
+    fn pinned(&self, repo: &str, digest: &str) -> String {
+        format!("{}/{repo}@{digest}", self.registry.host())
+    }
+
+    fn our_keys(&self, prefix: &str) -> (PathBuf, PathBuf) {
+        tool("os-sign")
+            .args(["generate-key-pair", "--output-key-prefix"])
+            .arg(self.path(prefix))
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        (
+            self.path(&format!("{prefix}.key")),
+            self.path(&format!("{prefix}.pub")),
+        )
+    }
+
+    fn cosign_keys(&self, prefix: &str) -> (PathBuf, PathBuf) {
+        let prefix_path = self.path(prefix);
+        cosign_ok(
+            &[
+                "generate-key-pair",
+                "--output-key-prefix",
+                prefix_path.to_str().unwrap(),
+            ],
+            PASSWORD,
+            self.dir.path(),
+        );
+        (
+            self.path(&format!("{prefix}.key")),
+            self.path(&format!("{prefix}.pub")),
+        )
+    }
+
+    fn cosign_sign(&self, key: &Path, reference: &str, extra: &[&str]) {
+        let mut args = vec![
+            "sign",
+            "--yes",
+            "--key",
+            key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-http-registry",
+        ];
+        args.extend_from_slice(extra);
+        args.push(reference);
+        cosign_ok(&args, PASSWORD, self.dir.path());
+    }
+
+    fn cosign_verify(&self, public: &Path, reference: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+        ];
+        args.extend_from_slice(extra);
+        args.push(reference);
+        cosign(&args, PASSWORD, self.dir.path())
+    }
+
+    fn sign(&self, key: &Path, input: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
+        tool("os-sign")
+            .arg("--key")
+            .arg(key)
+            .args(extra)
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .write_stdin(input.to_string())
+            .assert()
+    }
+
+    fn verify(&self, public: &Path, input: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
+        tool("os-verify")
+            .arg("--key")
+            .arg(public)
+            .args(extra)
+            .write_stdin(input.to_string())
+            .assert()
+    }
+}
+
+fn one(assert: &assert_cmd::assert::Assert) -> Value {
+    let mut out = records(&assert.get_output().stdout);
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.remove(0)
+}
+
+fn stdout(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+}
+
+#[test]
+fn our_signature_verifies_with_cosign_and_cosigns_with_us() {
+    let s = Setup::new();
+    let (record, digest) = s.image("onestream/iam", "iam");
+    let (key, public) = s.our_keys("ours");
+
+    let signed = s.sign(&key, &record, &["-a", "pipeline=iam-ci"]).success();
+    let signed_record = one(&signed);
+    let event = signed_record["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(event["step"], "sign");
+    assert_eq!(event["added"], true);
+    assert!(event["keyId"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        event["signature"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{}.sig", digest.replace(':', "-")))
+    );
+
+    // The real cosign accepts it, with our annotation, and rejects a wrong one.
+    let reference = s.pinned("onestream/iam", &digest);
+    let output = s.cosign_verify(&public, &reference, &["-a", "pipeline=iam-ci"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !s.cosign_verify(&public, &reference, &["-a", "pipeline=other"])
+            .status
+            .success()
+    );
+
+    // And so do we, in the pipe.
+    let verified = one(&s
+        .verify(&public, &stdout(&signed), &["-a", "pipeline=iam-ci"])
+        .success());
+    let event = verified["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["step"], "verify");
+    assert_eq!(event["verified"], true);
+    assert_eq!(event["keyId"], signed_record["history"][1]["keyId"]);
+
+    // Signing again with the same key and annotations adds nothing.
+    let again = one(&s.sign(&key, &record, &["-a", "pipeline=iam-ci"]).success());
+    assert_eq!(
+        again["history"].as_array().unwrap().last().unwrap()["added"],
+        false
+    );
+    let sig_manifest = images::inspect_raw(
+        &s.registry,
+        "onestream/iam",
+        &format!("{}.sig", digest.replace(':', "-")),
+    );
+    let manifest: Value = serde_json::from_slice(&sig_manifest).unwrap();
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
+
+    // A key made by os-sign signs with cosign too.
+    s.cosign_sign(&key, &reference, &["-a", "by=cosign"]);
+    let manifest: Value = serde_json::from_slice(&images::inspect_raw(
+        &s.registry,
+        "onestream/iam",
+        &format!("{}.sig", digest.replace(':', "-")),
+    ))
+    .unwrap();
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        2,
+        "cosign appended to our .sig manifest"
+    );
+    one(&s
+        .verify(&public, &stdout(&signed), &["-a", "by=cosign"])
+        .success());
+}
+
+#[test]
+fn cosign_signatures_and_keys_work_with_os_sign_and_os_verify() {
+    let s = Setup::new();
+    let (record, digest) = s.image("team/auth", "auth");
+    let (cosign_key, cosign_public) = s.cosign_keys("theirs");
+    let reference = s.pinned("team/auth", &digest);
+
+    // cosign signs; we verify, annotations included.
+    s.cosign_sign(&cosign_key, &reference, &["-a", "team=auth", "-a", "stage=dev"]);
+    one(&s
+        .verify(&cosign_public, &record, &["-a", "team=auth", "-a", "stage=dev"])
+        .success());
+    let failed = one(&s.verify(&cosign_public, &record, &["-a", "team=other"]).code(1));
+    assert_eq!(failed["error"]["code"], "annotation-mismatch");
+
+    // Ad hoc, no stdin.
+    let adhoc = tool("os-verify")
+        .arg("--key")
+        .arg(&cosign_public)
+        .arg(&reference)
+        .assert()
+        .success();
+    assert_eq!(one(&adhoc)["digest"], digest.as_str());
+
+    // A cosign key signs with os-sign; cosign verifies; the .sig now has both.
+    let _ = one(&s.sign(&cosign_key, &record, &[]).success());
+    // Same key, but no annotations: a different payload, so a new layer.
+    let output = s.cosign_verify(&cosign_public, &reference, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // After `cosign copy` to another registry, the signature still verifies there.
+    let prod = TestRegistry::start();
+    cosign_ok(
+        &[
+            "copy",
+            "--allow-http-registry",
+            &reference,
+            &format!("{}/team/auth", prod.host()),
+        ],
+        PASSWORD,
+        s.dir.path(),
+    );
+    let moved = format!("{}/team/auth@{digest}", prod.host());
+    one(&tool("os-verify")
+        .arg("--key")
+        .arg(&cosign_public)
+        .arg(&moved)
+        .assert()
+        .success());
+    // Identity: signed for the dev registry, same repository path: default passes,
+    // exact refuses, exact with a remap passes.
+    let exact = tool("os-verify")
+        .arg("--key")
+        .arg(&cosign_public)
+        .args(["--identity", "exact"])
+        .arg(&moved)
+        .assert()
+        .code(1);
+    assert_eq!(one(&exact)["error"]["code"], "identity-mismatch");
+    let remap = format!("{}={}", s.registry.host(), prod.host());
+    one(&tool("os-verify")
+        .arg("--key")
+        .arg(&cosign_public)
+        .args(["--identity", "exact", "--identity-remap", &remap])
+        .arg(&moved)
+        .assert()
+        .success());
+}
+
+#[test]
+fn every_way_a_signature_can_be_wrong_has_its_reason() {
+    let s = Setup::new();
+    let (record, digest) = s.image("neg/app", "neg");
+    let (other_record, other_digest) = s.image("neg/other", "other");
+    let (key, public) = s.our_keys("signer");
+    let (_, stranger) = s.our_keys("stranger");
+    let host = s.registry.host().to_string();
+
+    // No signature yet.
+    assert_eq!(
+        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        "no-signature"
+    );
+
+    s.sign(&key, &record, &[]).success();
+    // Wrong key.
+    let failed = one(&s.verify(&stranger, &record, &[]).code(1));
+    assert_eq!(failed["error"]["code"], "key-mismatch");
+    assert_eq!(failed["digest"], digest.as_str(), "error records keep the digest");
+
+    let sig_tag = |d: &str| format!("{}.sig", d.replace(':', "-"));
+    let signature_manifest: Value =
+        serde_json::from_slice(&images::inspect_raw(&s.registry, "neg/app", &sig_tag(&digest))).unwrap();
+    let layer = signature_manifest["layers"][0].clone();
+    let payload_digest = layer["digest"].as_str().unwrap().to_string();
+
+    // A signature copied onto another digest (same repository identity
+    // rules aside) does not sign that digest.
+    let copy_to = |repo: &str, target_digest: &str, manifest: &Value| {
+        let status = std::process::Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("docker://{host}/neg/app:{}", sig_tag(&digest)))
+            .arg(format!("docker://{host}/{repo}:{}", sig_tag(target_digest)))
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let _ = manifest;
+    };
+    copy_to("neg/other", &other_digest, &signature_manifest);
+    let failed = one(&s.verify(&public, &other_record, &["--identity", "any"]).code(1));
+    assert_eq!(failed["error"]["code"], "digest-mismatch");
+
+    // Garbage base64 in the signature annotation.
+    let mut garbage = signature_manifest.clone();
+    garbage["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] =
+        Value::from("!!!not base64!!!");
+    put_manifest(&s.registry, "neg/app", &sig_tag(&digest), &garbage);
+    assert_eq!(
+        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        "malformed-signature"
+    );
+
+    // Payload changed by one byte: pushed as a new blob, manifest pointing
+    // at it, signature kept.
+    let payload = fetch_blob(&s.registry, "neg/app", &payload_digest);
+    let mut changed = payload.clone();
+    let position = changed.iter().position(|b| *b == b'c').unwrap();
+    changed[position] = b'C';
+    let changed_digest = push_blob(&s.registry, "neg/app", &changed);
+    let mut tampered = signature_manifest.clone();
+    tampered["layers"][0]["digest"] = Value::from(changed_digest);
+    put_manifest(&s.registry, "neg/app", &sig_tag(&digest), &tampered);
+    assert_eq!(
+        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        "key-mismatch"
+    );
+
+    // The registry serving payload bytes that do not match the layer digest
+    // (its storage tampered with behind its back).
+    put_manifest(&s.registry, "neg/app", &sig_tag(&digest), &signature_manifest);
+    one(&s.verify(&public, &record, &[]).success());
+    let hex = payload_digest.trim_start_matches("sha256:");
+    let data = s.registry.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    std::fs::write(&data, changed).unwrap();
+    let failed = one(&s.verify(&public, &record, &[]).code(1));
+    assert_eq!(failed["error"]["code"], "malformed-signature");
+    assert!(
+        failed["error"]["message"].as_str().unwrap().contains("tampered"),
+        "{failed}"
+    );
+
+    // .sig tag missing.
+    delete_tag(&s.registry, "neg/app", &sig_tag(&digest));
+    assert_eq!(
+        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        "no-signature"
+    );
+
+    // Identity: a signature for another repository path.
+    let (third_record, third_digest) = s.image("neg/third", "third");
+    let _ = third_digest;
+    s.sign(&key, &third_record, &[]).success();
+    copy_sig(&s.registry, "neg/third", "neg/fourth", &sig_tag(&third_digest));
+    let third = TestRecord::moved(&third_record, &format!("{host}/neg/fourth"));
+    // neg/fourth has no image manifest, but verification is by digest and
+    // only reads the signature.
+    let failed = one(&s.verify(&public, &third, &[]).code(1));
+    assert_eq!(failed["error"]["code"], "identity-mismatch");
+    one(&s.verify(&public, &third, &["--identity", "any"]).success());
+
+    // Error records pass through untouched, with exit 1.
+    let passed = s
+        .verify(&public, &stdout(&s.verify(&stranger, &record, &[]).code(1)), &[])
+        .code(1);
+    assert_eq!(one(&passed)["error"]["code"], "no-signature");
+}
+
+struct TestRecord;
+
+impl TestRecord {
+    fn moved(record: &str, image: &str) -> String {
+        let mut value: Value = serde_json::from_str(record.trim()).unwrap();
+        value["image"] = Value::from(image);
+        format!("{value}\n")
+    }
+}
+
+fn curl(args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new("curl")
+        .arg("-sfS")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn put_manifest(registry: &TestRegistry, repo: &str, tag: &str, manifest: &Value) {
+    let body = serde_json::to_vec(manifest).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        &format!("http://{}/v2/{repo}/manifests/{tag}", registry.host()),
+    ]);
+}
+
+fn fetch_blob(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<u8> {
+    curl(&[
+        "-L",
+        &format!("http://{}/v2/{repo}/blobs/{digest}", registry.host()),
+    ])
+}
+
+fn push_blob(registry: &TestRegistry, repo: &str, bytes: &[u8]) -> String {
+    let digest = images::sha256_digest(bytes);
+    let headers = String::from_utf8(curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-X",
+        "POST",
+        &format!("http://{}/v2/{repo}/blobs/uploads/", registry.host()),
+    ]))
+    .unwrap();
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_string();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let separator = if location.contains('?') { '&' } else { '?' };
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        &format!("{location}{separator}digest={digest}"),
+    ]);
+    digest
+}
+
+fn delete_tag(registry: &TestRegistry, repo: &str, tag: &str) {
+    // distribution deletes manifests by digest; the tag goes with it.
+    let manifest = images::inspect_raw(registry, repo, tag);
+    let digest = images::sha256_digest(&manifest);
+    curl(&[
+        "-X",
+        "DELETE",
+        &format!("http://{}/v2/{repo}/manifests/{digest}", registry.host()),
+    ]);
+}
+
+fn copy_sig(registry: &TestRegistry, from: &str, to: &str, tag: &str) {
+    let host = registry.host();
+    let status = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{host}/{from}:{tag}"))
+        .arg(format!("docker://{host}/{to}:{tag}"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+#[test]
+fn keys_from_env_and_public_key_and_refusals() {
+    let s = Setup::new();
+    let (key, public) = s.our_keys("k");
+    // Never overwrite.
+    tool("os-sign")
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(s.path("k"))
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("refusing to overwrite"));
+    // public-key prints the same PEM generate-key-pair wrote.
+    let printed = tool("os-sign")
+        .args(["public-key", "--key"])
+        .arg(&key)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .assert()
+        .success();
+    assert_eq!(stdout(&printed), std::fs::read_to_string(&public).unwrap());
+    // Wrong password: a clear error, the password never echoed.
+    let wrong = tool("os-sign")
+        .args(["public-key", "--key"])
+        .arg(&key)
+        .env("COSIGN_PASSWORD", "not-the-password")
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&wrong.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("wrong password") && !stderr.contains("not-the-password"),
+        "{stderr}"
+    );
+    // env://VAR holding the PEM.
+    let (record, _) = s.image("env/app", "env");
+    let signed = tool("os-sign")
+        .args(["--key", "env://SIGNING_KEY"])
+        .env("SIGNING_KEY", std::fs::read_to_string(&key).unwrap())
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .write_stdin(record)
+        .assert()
+        .success();
+    one(&s.verify(&public, &stdout(&signed), &[]).success());
+    // Records without a digest, layouts: error records, not crashes.
+    let failed = s.sign(&key, "{\"image\":\"127.0.0.1:1/x\"}\n", &[]).code(1);
+    assert_eq!(one(&failed)["error"]["code"], "missing-field");
+    let layout = format!(
+        "{{\"image\":\"oci:/tmp/x\",\"digest\":\"sha256:{}\"}}\n",
+        "a".repeat(64)
+    );
+    assert_eq!(
+        one(&s.sign(&key, &layout, &[]).code(1))["error"]["code"],
+        "unsupported"
+    );
+    // A tag is not something os-verify can check.
+    tool("os-verify")
+        .arg("--key")
+        .arg(&public)
+        .arg("127.0.0.1:1/x:1")
+        .assert()
+        .code(1);
+}
