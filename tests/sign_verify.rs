@@ -289,6 +289,45 @@ fn cosign_signatures_and_keys_work_with_os_sign_and_os_verify() {
 }
 
 #[test]
+fn cosign_oci_1_1_referrers_are_found_without_any_flag() {
+    let s = Setup::new();
+    let (record, digest) = s.image("ref/app", "referrer");
+    let (key, public) = s.cosign_keys("ref");
+    let reference = s.pinned("ref/app", &digest);
+    s.cosign_sign(
+        &key,
+        &reference,
+        &["--registry-referrers-mode=oci-1-1", "-a", "mode=referrer"],
+    );
+    // distribution 2.8 has no Referrers API: cosign wrote the tag fallback.
+    let fallback: Value = serde_json::from_slice(&images::inspect_raw(
+        &s.registry,
+        "ref/app",
+        &digest.replace(':', "-"),
+    ))
+    .unwrap();
+    assert_eq!(
+        fallback["manifests"][0]["artifactType"],
+        "application/vnd.dev.cosign.artifact.sig.v1+json"
+    );
+    let output = s.cosign_verify(&public, &reference, &["--experimental-oci11"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let verified = one(&s.verify(&public, &record, &["-a", "mode=referrer"]).success());
+    let event = verified["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["verified"], true);
+    // A wrong key still fails, with its reason.
+    let (_, stranger) = s.our_keys("stranger");
+    assert_eq!(
+        one(&s.verify(&stranger, &record, &[]).code(1))["error"]["code"],
+        "key-mismatch"
+    );
+}
+
+#[test]
 fn every_way_a_signature_can_be_wrong_has_its_reason() {
     let s = Setup::new();
     let (record, digest) = s.image("neg/app", "neg");

@@ -313,6 +313,35 @@ impl Registry {
         }
     }
 
+    /// The manifests that name `digest` as their `subject` (OCI 1.1
+    /// referrers): from the Referrers API where the registry has it, else
+    /// from the `sha256-<hex>` tag-fallback index. Returns the index's
+    /// descriptors and which mechanism answered.
+    pub async fn referrers(
+        &self,
+        repository: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<(Vec<serde_json::Value>, Referrers), RegistryError> {
+        let path = format!("/v2/{}/referrers/{digest}", repository.repository);
+        let response = self
+            .send(repository, "pull", Method::GET, &path, Some(manifest::OCI_INDEX))
+            .await?;
+        let is_index = header_str(response.headers(), CONTENT_TYPE.as_str())
+            .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX);
+        if response.status().is_success() && is_index {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.unreachable(repository, &e))?;
+            return Ok((index_entries(repository, &body)?, Referrers::Api));
+        }
+        let fallback = repository.with_tag(digest.tag_form());
+        match self.fetch_manifest_if_any(&fallback).await? {
+            Some((body, _)) => Ok((index_entries(repository, &body)?, Referrers::TagFallback)),
+            None => Ok((Vec::new(), Referrers::None)),
+        }
+    }
+
     /// A small blob (config, signature payload), read whole and checked
     /// against its digest.
     pub async fn fetch_blob(&self, reference: &RegistryRef, digest: &Digest) -> Result<Bytes, RegistryError> {
@@ -764,6 +793,29 @@ impl Registry {
             expires: Instant::now() + Duration::from_secs(lifetime),
         })
     }
+}
+
+/// How a registry answered for referrers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Referrers {
+    /// The OCI 1.1 Referrers API.
+    Api,
+    /// The `sha256-<hex>` tag-fallback index (registries without the API).
+    TagFallback,
+    /// Neither holds anything.
+    None,
+}
+
+fn index_entries(repository: &RegistryRef, body: &[u8]) -> Result<Vec<serde_json::Value>, RegistryError> {
+    let index: serde_json::Value = serde_json::from_slice(body).map_err(|e| RegistryError::Protocol {
+        registry: repository.registry.clone(),
+        detail: format!("referrers index is not JSON: {e}"),
+    })?;
+    Ok(index
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// Azure Container Registry's (and docker's) user name for a refresh token

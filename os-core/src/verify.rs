@@ -183,40 +183,29 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
     }
 }
 
-async fn find_accepted(
+/// The artifact type cosign gives signatures stored as OCI 1.1 referrers.
+const COSIGN_SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+/// Checks every signature layer of one signature manifest; `note` keeps
+/// the most telling failure.
+async fn check_manifest(
     stores: &Stores,
     policy: &VerifyPolicy,
     image: &RegistryRef,
     digest: &Digest,
-) -> Result<Accepted, (Reason, String)> {
-    let registry = stores.registry();
-    let signature_ref = image.with_tag(signature::signature_tag(digest));
-    let manifest = match registry.fetch_manifest_if_any(&signature_ref).await {
-        Ok(Some((bytes, _))) => bytes,
-        Ok(None) => {
-            return Err((
-                Reason::NoSignature,
-                format!("no signature ({} not found)", signature_ref),
-            ));
-        }
-        Err(error @ RegistryError::DigestMismatch { .. }) => {
-            return Err((
-                Reason::MalformedSignature,
-                format!("tampered signature manifest: {error}"),
-            ));
-        }
-        Err(error) => return Err((Reason::RegistryError, error.to_string())),
-    };
-    let layers = signature::parse_signature_manifest(&manifest)
-        .map_err(|e| (Reason::MalformedSignature, e.to_string()))?;
-    let mut worst: Option<(Reason, String)> = None;
-    let mut note = |reason: Reason, message: String| {
-        if worst.as_ref().is_none_or(|(r, _)| reason > *r) {
-            worst = Some((reason, message));
+    manifest_ref: &RegistryRef,
+    manifest: &[u8],
+    note: &mut impl FnMut(Reason, String),
+) -> Option<Accepted> {
+    let layers = match signature::parse_signature_manifest(manifest) {
+        Ok(layers) => layers,
+        Err(error) => {
+            note(Reason::MalformedSignature, error.to_string());
+            return None;
         }
     };
     for layer in layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING) {
-        let payload = match registry.fetch_blob(&signature_ref, &layer.digest).await {
+        let payload = match stores.registry().fetch_blob(manifest_ref, &layer.digest).await {
             Ok(payload) => payload,
             Err(error @ RegistryError::DigestMismatch { .. }) => {
                 note(Reason::MalformedSignature, format!("tampered payload: {error}"));
@@ -235,9 +224,78 @@ async fn find_accepted(
             &payload,
             layer.signature.as_deref(),
         ) {
-            Ok(accepted) => return Ok(accepted),
+            Ok(accepted) => return Some(accepted),
             Err((reason, message)) => note(reason, message),
         }
+    }
+    None
+}
+
+async fn find_accepted(
+    stores: &Stores,
+    policy: &VerifyPolicy,
+    image: &RegistryRef,
+    digest: &Digest,
+) -> Result<Accepted, (Reason, String)> {
+    let registry = stores.registry();
+    let mut worst: Option<(Reason, String)> = None;
+    let mut note = |reason: Reason, message: String| {
+        if worst.as_ref().is_none_or(|(r, _)| reason > *r) {
+            worst = Some((reason, message));
+        }
+    };
+    // cosign's tag scheme first (what cosign 2 writes by default)...
+    let signature_ref = image.with_tag(signature::signature_tag(digest));
+    match registry.fetch_manifest_if_any(&signature_ref).await {
+        Ok(Some((bytes, _))) => {
+            if let Some(accepted) =
+                check_manifest(stores, policy, image, digest, &signature_ref, &bytes, &mut note).await
+            {
+                return Ok(accepted);
+            }
+        }
+        Ok(None) => note(
+            Reason::NoSignature,
+            format!("no signature ({signature_ref} not found, no OCI 1.1 referrer)"),
+        ),
+        Err(error @ RegistryError::DigestMismatch { .. }) => note(
+            Reason::MalformedSignature,
+            format!("tampered signature manifest: {error}"),
+        ),
+        Err(error) => note(Reason::RegistryError, error.to_string()),
+    }
+    // ...then OCI 1.1 referrers (cosign --registry-referrers-mode=oci-1-1),
+    // through the Referrers API or its tag fallback.
+    match registry.referrers(image, digest).await {
+        Ok((entries, _)) => {
+            for entry in entries {
+                let is_signature =
+                    entry.get("artifactType").and_then(Value::as_str) == Some(COSIGN_SIGNATURE_ARTIFACT);
+                let referrer = entry
+                    .get("digest")
+                    .and_then(Value::as_str)
+                    .and_then(|d| d.parse::<Digest>().ok());
+                let (true, Some(referrer)) = (is_signature, referrer) else {
+                    continue;
+                };
+                let referrer_ref = image.with_digest(referrer.clone());
+                match registry.fetch_manifest(&referrer_ref, Some(&referrer)).await {
+                    Ok((bytes, _)) => {
+                        if let Some(accepted) =
+                            check_manifest(stores, policy, image, digest, &referrer_ref, &bytes, &mut note)
+                                .await
+                        {
+                            return Ok(accepted);
+                        }
+                    }
+                    Err(error @ RegistryError::DigestMismatch { .. }) => {
+                        note(Reason::MalformedSignature, format!("tampered referrer: {error}"))
+                    }
+                    Err(error) => note(Reason::RegistryError, error.to_string()),
+                }
+            }
+        }
+        Err(error) => note(Reason::RegistryError, error.to_string()),
     }
     Err(worst.unwrap_or((
         Reason::NoSignature,

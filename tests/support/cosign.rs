@@ -8,13 +8,18 @@ use std::process::{Command, Output};
 /// roots there; nothing may leak between tests or reach the network).
 pub fn cosign(args: &[&str], password: &str, home: &Path) -> Output {
     super::registry::ensure_tools();
-    Command::new("cosign")
+    let mut command = Command::new("cosign");
+    command
         .args(args)
         .env("COSIGN_PASSWORD", password)
-        .env("HOME", home)
-        .env_remove("COSIGN_EXPERIMENTAL")
-        .output()
-        .expect("run cosign (installed by scripts/setup)")
+        .env("HOME", home);
+    // OCI 1.1 referrers mode is experimental in cosign 2.5.
+    if args.iter().any(|a| a.starts_with("--registry-referrers-mode")) {
+        command.env("COSIGN_EXPERIMENTAL", "1");
+    } else {
+        command.env_remove("COSIGN_EXPERIMENTAL");
+    }
+    command.output().expect("run cosign (installed by scripts/setup)")
 }
 
 /// Runs cosign and panics with its output unless it succeeds.
