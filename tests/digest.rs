@@ -633,7 +633,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn the_not_yet_built_tools_say_so() {
-    for name in ["os-sign", "os-import", "os-verify", "os-deploy"] {
+    for name in ["os-import", "os-deploy"] {
         tool(name)
             .assert()
             .code(2)
