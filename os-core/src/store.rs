@@ -2,9 +2,13 @@
 //! Tools ask a [`Stores`] about an [`ImageRef`] and never care which kind
 //! it is.
 
+use crate::digest::Digest;
 use crate::layout::{Layout, LayoutError};
+use crate::record::Record;
 use crate::reference::ImageRef;
+use crate::reference::RegistryRef;
 use crate::registry::{Registry, RegistryError, Resolved};
+use crate::stream::Origin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,5 +56,40 @@ impl Stores {
                 Ok(resolved)
             }
         }
+    }
+}
+
+/// The repository and digest a record names, for steps that need both.
+pub fn located(record: &Record, origin: Origin, step: &str) -> Result<(RegistryRef, Digest), Record> {
+    let fail = |code: &str, message: String| {
+        let mut failed = record.clone();
+        failed.fail(step, code, format!("{origin}: {message}"));
+        failed
+    };
+    let Some(image) = record.image() else {
+        return Err(fail("missing-field", "record has no \"image\"".into()));
+    };
+    let digest = match record.digest() {
+        Ok(Some(digest)) => digest,
+        _ => {
+            return Err(fail(
+                "missing-field",
+                "record has no \"digest\": run os-digest first".into(),
+            ));
+        }
+    };
+    match image.parse::<ImageRef>() {
+        Ok(ImageRef::Registry(repository)) if repository.tag.is_none() && repository.digest.is_none() => {
+            Ok((repository, digest))
+        }
+        Ok(ImageRef::Registry(_)) => Err(fail(
+            "bad-reference",
+            format!("field \"image\" must name a repository without tag or digest: {image:?}"),
+        )),
+        Ok(ImageRef::Layout(_)) => Err(fail(
+            "unsupported",
+            format!("{image} is an OCI layout: signatures live in registries; import it first"),
+        )),
+        Err(error) => Err(fail("bad-reference", format!("field \"image\": {error}"))),
     }
 }

@@ -14,12 +14,11 @@ use serde_json::Value;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::PublicKey;
-use crate::record::{Event, Record};
+use crate::record::{Event, Record, field};
 use crate::reference::RegistryRef;
 use crate::registry::RegistryError;
-use crate::sign::located;
 use crate::signature::{self, SIMPLE_SIGNING};
-use crate::store::Stores;
+use crate::store::{Stores, located};
 use crate::stream::{self, Origin, Work};
 
 const STEP: &str = "verify";
@@ -95,57 +94,45 @@ pub fn run(
             async move {
                 let record = match work {
                     Work::Record(record) => record,
-                    Work::Reference(text) => match ad_hoc_record(&text) {
-                        Ok(record) => record,
-                        Err(failed) => return failed(origin),
-                    },
+                    Work::Reference(text) => ad_hoc_record(&text, origin),
                 };
+                if record.is_error() {
+                    return record;
+                }
                 verify_record(&stores, &policy, origin, record).await
             }
         }
     })
 }
 
-type Failed = Box<dyn FnOnce(Origin) -> Record + Send>;
-
 /// `os-verify --key k.pub reg/app@sha256:…`: a record from a pinned
-/// reference. Verification is by digest only: a tag would be a claim we
-/// cannot check.
-fn ad_hoc_record(text: &str) -> Result<Record, Failed> {
+/// reference (or an error record). Verification is by digest only: a tag
+/// would be a claim we cannot check.
+fn ad_hoc_record(text: &str, origin: Origin) -> Record {
+    let mut record = Record::new();
     let reference: RegistryRef = match text.parse() {
         Ok(reference) => reference,
         Err(error) => {
-            let (text, message) = (text.to_string(), error.to_string());
-            return Err(Box::new(move |origin| {
-                let mut record = Record::new();
-                record.set(crate::record::field::REFERENCE, text);
-                record.fail(STEP, "bad-reference", format!("{origin}: {message}"));
-                record
-            }));
+            record.set(field::REFERENCE, text);
+            record.fail(STEP, "bad-reference", format!("{origin}: {error}"));
+            return record;
         }
     };
-    let Some(digest) = reference.digest.clone() else {
-        let text = text.to_string();
-        return Err(Box::new(move |origin| {
-            let mut record = Record::new();
-            record.set(crate::record::field::REFERENCE, text.clone());
-            record.fail(
-                STEP,
-                "bad-reference",
-                format!(
-                    "{origin}: {text} has no digest: verify REPOSITORY@sha256:… (os-digest resolves tags)"
-                ),
-            );
-            record
-        }));
+    let Some(digest) = &reference.digest else {
+        record.set(field::REFERENCE, text);
+        record.fail(
+            STEP,
+            "bad-reference",
+            format!("{origin}: {text} has no digest: verify REPOSITORY@sha256:… (os-digest resolves tags)"),
+        );
+        return record;
     };
-    let mut record = Record::new();
-    record.set(crate::record::field::IMAGE, reference.name());
-    record.set(crate::record::field::DIGEST, digest.to_string());
+    record.set(field::IMAGE, reference.name());
+    record.set(field::DIGEST, digest.to_string());
     if let Some(tag) = &reference.tag {
-        record.set(crate::record::field::TAG, tag.clone());
+        record.set(field::TAG, tag.clone());
     }
-    Ok(record)
+    record
 }
 
 async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, mut record: Record) -> Record {
