@@ -45,7 +45,7 @@ fn every_key_vector_loads_or_is_refused_like_cosign() {
         let password = entry["password"].as_str().unwrap_or_default();
         let expect = entry["expect"].as_str().unwrap_or_default();
         let key = KeyRef::File(keys.join(file));
-        let result = Signer::load(&key, &Password::Given(Zeroizing::new(password.to_string())));
+        let result = Signer::load_local(&key, &Password::Given(Zeroizing::new(password.to_string())));
         if expect.starts_with("decrypt+load") {
             let signer = result.unwrap_or_else(|e| panic!("{file}: cosign loads it, we did not: {e}"));
             if let Some(spki) = entry["spki_sha256"].as_str() {
@@ -53,13 +53,13 @@ fn every_key_vector_loads_or_is_refused_like_cosign() {
             }
             if let Some(derived) = entry["derived_public_key"].as_str() {
                 let public =
-                    PublicKey::load(&KeyRef::File(keys.join(derived)), &Password::EnvOrPrompt).unwrap();
+                    PublicKey::load_local(&KeyRef::File(keys.join(derived)), &Password::EnvOrPrompt).unwrap();
                 assert_eq!(public.key_id(), signer.key_id(), "{file}");
-                let signature = signer.sign(b"interop").unwrap();
+                let signature = os_core::cli::runtime().block_on(signer.sign(b"interop")).unwrap();
                 assert!(public.verify(&signature, b"interop"), "{file}: signs verifiably");
             }
             // A wrong password fails the secretbox MAC.
-            let wrong = Signer::load(
+            let wrong = Signer::load_local(
                 &key,
                 &Password::Given(Zeroizing::new(format!("{password}-wrong"))),
             );
@@ -93,7 +93,7 @@ fn every_key_based_signature_vector_is_judged_like_cosign() {
             keyless.push(name);
             continue;
         }
-        let public = PublicKey::load(&KeyRef::File(case.join("pubkey.pem")), &Password::EnvOrPrompt)
+        let public = PublicKey::load_local(&KeyRef::File(case.join("pubkey.pem")), &Password::EnvOrPrompt)
             .unwrap_or_else(|e| panic!("{name}: pubkey.pem: {e}"));
         let payload = std::fs::read(case.join("payload.json")).unwrap();
         let signature = std::fs::read_to_string(case.join("signature.b64")).unwrap();

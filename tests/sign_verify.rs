@@ -623,3 +623,65 @@ fn keys_from_env_and_public_key_and_refusals() {
         .assert()
         .code(1);
 }
+
+/// No Key Vault can run here: a protocol-faithful stand-in (real P-256 key,
+/// the documented REST calls and token endpoint) plays it.
+#[test]
+fn azure_key_vault_signs_and_cosign_verifies_with_the_vaults_public_key() {
+    use support::keyvault::{Curve, KeyVaultStandIn};
+    let s = Setup::new();
+    let vault = KeyVaultStandIn::start(&[("cosign", Curve::P256)]);
+    vault.force_leading_zero(true);
+    let (record, digest) = s.image("kv/app", "vault");
+    let key = format!("azurekms://{}/cosign", vault.host());
+    let azure_env = |command: &mut assert_cmd::Command| {
+        command
+            .env("AZURE_TENANT_ID", vault.tenant_id())
+            .env("AZURE_CLIENT_ID", vault.client_id())
+            .env("AZURE_CLIENT_SECRET", vault.client_secret())
+            .env("AZURE_AUTHORITY_HOST", vault.authority())
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env_remove("IDENTITY_ENDPOINT");
+    };
+    let mut sign = tool("os-sign");
+    azure_env(&mut sign);
+    let signed = sign
+        .args(["--key", &key, "--azure-credential", "environment", "-a", "signer=vault"])
+        .write_stdin(record)
+        .assert()
+        .success();
+    let signed_record = one(&signed);
+    assert_eq!(vault.sign_requests(), 1, "the vault signed (the private key never left it)");
+    let event = signed_record["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["signer"], key.as_str());
+
+    // cosign verifies with the vault's public key, as exported by os-sign.
+    let mut export = tool("os-sign");
+    azure_env(&mut export);
+    let pem = export.args(["public-key", "--key", &key]).assert().success();
+    let public = s.path("vault.pub");
+    std::fs::write(&public, &pem.get_output().stdout).unwrap();
+    assert_eq!(String::from_utf8_lossy(&pem.get_output().stdout).trim(), vault.public_key_pem("cosign").trim());
+    let output = s.cosign_verify(&public, &s.pinned("kv/app", &digest), &["-a", "signer=vault"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // os-verify with the vault key itself: one key fetch, local verification.
+    let before = vault.sign_requests();
+    let mut verify = tool("os-verify");
+    azure_env(&mut verify);
+    verify.args(["--key", &key]).write_stdin(stdout(&signed)).assert().success();
+    assert_eq!(vault.sign_requests(), before, "verification never calls the vault's sign or verify");
+
+    // Wrong credentials: a clear refusal, the secret never shown.
+    let refused = tool("os-sign")
+        .args(["--key", &key, "--azure-credential", "environment"])
+        .env("AZURE_TENANT_ID", vault.tenant_id())
+        .env("AZURE_CLIENT_ID", vault.client_id())
+        .env("AZURE_CLIENT_SECRET", "definitely-wrong-secret")
+        .env("AZURE_AUTHORITY_HOST", vault.authority())
+        .write_stdin("")
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
+    assert!(!stderr.contains("definitely-wrong-secret"), "{stderr}");
+}

@@ -118,10 +118,13 @@ impl CommonArgs {
             (false, _) => "debug",
         };
         let filter = tracing_subscriber::EnvFilter::try_from_env("OS_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("os_core={level},{level}")));
+            // -vv is about our requests, not hyper's connection pool.
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("os_core={level},warn")));
+        use std::io::IsTerminal as _;
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
             .without_time()
             .try_init();
@@ -142,15 +145,20 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-/// The async runtime a tool runs its stream on: a few workers are plenty
-/// for I/O-bound work on a CI agent.
-pub fn runtime() -> tokio::runtime::Runtime {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts")
+/// The process's async runtime: key loading (Azure Key Vault) and the
+/// record stream share it, so the HTTP clients made while loading keys keep
+/// their connection pools. A few workers are plenty for I/O-bound work on a
+/// CI agent.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("the tokio runtime starts")
+    })
 }
 
 /// clap value parser for `KEY=VALUE` flags (`-a`, `--annotation`,

@@ -13,7 +13,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use std::sync::Arc;
+
 use sigstore::crypto::signing_key::{SigStoreKeyPair, SigStoreSigner};
+
+use crate::azure::{CredentialKind, KeyVault, VaultKey};
 use sigstore::crypto::{CosignVerificationKey, Signature, SigningScheme};
 use zeroize::Zeroizing;
 
@@ -52,8 +56,8 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error("writing {path}: {detail}")]
     Write { path: PathBuf, detail: String },
-    #[error("{0}: Azure Key Vault keys are not supported yet")]
-    AzureNotYet(String),
+    #[error(transparent)]
+    Azure(#[from] crate::azure::AzureError),
     #[error("signing failed: {0}")]
     Sign(String),
 }
@@ -134,7 +138,7 @@ impl KeyRef {
             KeyRef::Env(name) => std::env::var(name)
                 .map(|v| Zeroizing::new(v.into_bytes()))
                 .map_err(|_| KeyError::EnvMissing(name.clone())),
-            KeyRef::AzureKms { .. } => Err(KeyError::AzureNotYet(self.to_string())),
+            KeyRef::AzureKms { .. } => unreachable!("vault keys are never read as PEM"),
         }
     }
 }
@@ -169,9 +173,19 @@ impl Password {
     }
 }
 
-/// A loaded private key, ready to sign.
+/// Where signing happens.
+enum Backend {
+    Local(SigStoreSigner),
+    /// Azure Key Vault's sign operation; the private key never leaves it.
+    Vault {
+        vault: Arc<KeyVault>,
+        key: VaultKey,
+    },
+}
+
+/// A loaded private key (or vault key), ready to sign.
 pub struct Signer {
-    signer: SigStoreSigner,
+    backend: Backend,
     spki_der: Vec<u8>,
     verifier: CosignVerificationKey,
     reference: String,
@@ -184,7 +198,37 @@ impl fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub fn load(key: &KeyRef, password: &Password) -> Result<Signer, KeyError> {
+    /// Loads a key: a PEM file or `env://` locally, a vault key by fetching
+    /// its public key once (with the given Azure credential).
+    pub async fn load(key: &KeyRef, password: &Password, azure: CredentialKind) -> Result<Signer, KeyError> {
+        if let KeyRef::AzureKms {
+            vault,
+            key: name,
+            version,
+        } = key
+        {
+            let client = Arc::new(KeyVault::new(azure)?);
+            let vault_key = client.public_key(vault, name, version.as_deref()).await?;
+            let spki_der = vault_key.spki_der.clone();
+            let verifier = CosignVerificationKey::try_from_der(&spki_der).map_err(|e| KeyError::Invalid {
+                source_name: key.to_string(),
+                detail: e.to_string(),
+            })?;
+            return Ok(Signer {
+                backend: Backend::Vault {
+                    vault: client,
+                    key: vault_key,
+                },
+                spki_der,
+                verifier,
+                reference: key.to_string(),
+            });
+        }
+        Signer::load_local(key, password)
+    }
+
+    /// Loads a PEM private key from a file or `env://`.
+    pub fn load_local(key: &KeyRef, password: &Password) -> Result<Signer, KeyError> {
         let pem = key.read_pem()?;
         let name = key.to_string();
         let label = pem_label(&pem).ok_or_else(|| KeyError::Invalid {
@@ -223,18 +267,20 @@ impl Signer {
         .map_err(invalid)?;
         let verifier = signer.to_verification_key().map_err(invalid)?;
         Ok(Signer {
-            signer,
+            backend: Backend::Local(signer),
             spki_der,
             verifier,
             reference,
         })
     }
 
-    /// Signs `payload` (cosign signs the payload bytes, not a digest of them).
-    pub fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.signer
-            .sign(payload)
-            .map_err(|e| KeyError::Sign(e.to_string()))
+    /// Signs `payload` (cosign signs the payload bytes; a vault signs their
+    /// digest, which verifies the same).
+    pub async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match &self.backend {
+            Backend::Local(signer) => signer.sign(payload).map_err(|e| KeyError::Sign(e.to_string())),
+            Backend::Vault { vault, key } => Ok(vault.sign(key, payload).await?),
+        }
     }
 
     pub fn key_id(&self) -> String {
@@ -270,9 +316,22 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// Loads a PEM public key (`-----BEGIN PUBLIC KEY-----`), or derives it
-    /// from a private key given the same way `Signer::load` takes one.
-    pub fn load(key: &KeyRef, password: &Password) -> Result<PublicKey, KeyError> {
+    /// Loads a PEM public key (`-----BEGIN PUBLIC KEY-----`), derives it
+    /// from a private key, or fetches a vault key's public key once (then
+    /// verification is local: no remote verify call per signature).
+    pub async fn load(
+        key: &KeyRef,
+        password: &Password,
+        azure: CredentialKind,
+    ) -> Result<PublicKey, KeyError> {
+        if matches!(key, KeyRef::AzureKms { .. }) {
+            return Ok(Signer::load(key, password, azure).await?.public_key());
+        }
+        PublicKey::load_local(key, password)
+    }
+
+    /// [`PublicKey::load`] for PEM files and `env://` only.
+    pub fn load_local(key: &KeyRef, password: &Password) -> Result<PublicKey, KeyError> {
         let pem = key.read_pem()?;
         let name = key.to_string();
         match pem_label(&pem).as_deref() {
@@ -291,7 +350,7 @@ impl PublicKey {
                     reference: name,
                 })
             }
-            _ => Ok(Signer::load(key, password)?.public_key()),
+            _ => Ok(Signer::load_local(key, password)?.public_key()),
         }
     }
 
@@ -450,18 +509,18 @@ mod tests {
                 .unwrap()
                 .starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
         );
-        let signer = Signer::load(
+        let signer = Signer::load_local(
             &KeyRef::File(private.clone()),
             &Password::Given(Zeroizing::new("pw".into())),
         )
         .unwrap();
         assert_eq!(signer.key_id(), id);
-        let verifier = PublicKey::load(&KeyRef::File(public.clone()), &Password::EnvOrPrompt).unwrap();
+        let verifier = PublicKey::load_local(&KeyRef::File(public.clone()), &Password::EnvOrPrompt).unwrap();
         assert_eq!(verifier.key_id(), id);
-        let signature = signer.sign(b"payload").unwrap();
+        let signature = futures::executor::block_on(signer.sign(b"payload")).unwrap();
         assert!(verifier.verify(&signature, b"payload"));
         assert!(!verifier.verify(&signature, b"payloaD"));
-        let wrong = Signer::load(
+        let wrong = Signer::load_local(
             &KeyRef::File(private.clone()),
             &Password::Given(Zeroizing::new("nope".into())),
         );

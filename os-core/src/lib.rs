@@ -6,6 +6,7 @@
 //! [`store`]s ([`registry`] with its [`credentials`], and OCI [`layout`]s),
 //! and the shared command-line plumbing in [`cli`].
 
+pub mod azure;
 pub mod capture;
 pub mod cli;
 pub mod credentials;

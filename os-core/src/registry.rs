@@ -189,17 +189,32 @@ impl Registry {
             }
             certificates.extend(bundle);
         }
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .tls_certs_merge(certificates)
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| RegistryError::Unreachable {
-                registry: "(client setup)".into(),
-                detail: describe(&e),
-            })?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(Duration::from_secs(15))
+                .read_timeout(Duration::from_secs(120))
+                .pool_idle_timeout(Duration::from_secs(60))
+        };
+        let http = match builder().tls_certs_merge(certificates.clone()).build() {
+            Ok(http) => http,
+            // No system CA store (a slim CI image without ca-certificates):
+            // plain-HTTP loopback registries, layouts and --ca-file registries
+            // still work; public TLS registries fail with "unknown issuer".
+            Err(error) => {
+                tracing::warn!(
+                    "no system CA certificates ({}); trusting only --ca-file",
+                    describe(&error)
+                );
+                builder()
+                    .tls_certs_only(certificates)
+                    .build()
+                    .map_err(|e| RegistryError::Unreachable {
+                        registry: "(client setup)".into(),
+                        detail: describe(&e),
+                    })?
+            }
+        };
         Ok(Registry {
             http,
             options,
@@ -530,7 +545,16 @@ impl Registry {
             if let Some(authorization) = self.authorization(reference, &host, &scope).await? {
                 request = request.header(AUTHORIZATION, authorization);
             }
+            let sent = Instant::now();
             let outcome = request.send().await;
+            tracing::debug!(
+                "{method} {url} -> {} in {:.1?}",
+                match &outcome {
+                    Ok(response) => response.status().to_string(),
+                    Err(error) => describe(error),
+                },
+                sent.elapsed()
+            );
             let retry_after = match &outcome {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
                     // A cached token can be revoked or expire early: fetch a

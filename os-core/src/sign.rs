@@ -164,7 +164,7 @@ async fn store_signature(
         layers = existing.into_iter().map(|layer| layer.descriptor).collect();
     }
     use base64::Engine as _;
-    let signature = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload)?);
+    let signature = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload).await?);
     layers.push(signature::signature_descriptor(&payload, &signature));
     let (manifest, config) = signature::signature_manifest(&layers);
     registry

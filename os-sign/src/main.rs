@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use os_core::cli::{CommonArgs, exit, key_value};
+use os_core::azure::CredentialKind;
+use os_core::cli::{CommonArgs, exit, key_value, runtime};
 use os_core::key::{self, KeyRef, Password, PublicKey, Signer};
 use os_core::sign::{self, SignOptions};
 use zeroize::Zeroizing;
@@ -23,9 +24,15 @@ struct Args {
     command: Option<Command>,
 
     /// Private key: a cosign key file (password from COSIGN_PASSWORD or a
-    /// prompt), env://VAR holding the PEM.
+    /// prompt), env://VAR holding the PEM, or azurekms://VAULT_HOST/KEY[/VERSION]
+    /// (Azure Key Vault signs; the private key never leaves it).
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
+
+    /// Which Azure credential reaches an azurekms:// key (auto tries
+    /// environment, workload-identity, managed-identity, azure-cli in turn).
+    #[arg(long, value_enum, default_value_t = CredentialKind::Auto)]
+    azure_credential: CredentialKind,
 
     /// Annotation to sign along (repeatable); the record's source adds
     /// org.opencontainers.image.revision/source and dev.onestream.run.
@@ -53,6 +60,10 @@ enum Command {
     PublicKey {
         #[arg(long, value_name = "KEY")]
         key: String,
+
+        /// Which Azure credential reaches an azurekms:// key.
+        #[arg(long, value_enum, default_value_t = CredentialKind::Auto)]
+        azure_credential: CredentialKind,
     },
 }
 
@@ -62,6 +73,7 @@ Examples:
   os-sign public-key --key cosign.key > cosign.pub
   os-digest dev.example.com/iam:1.4.2 | os-sign --key cosign.key -a pipeline=iam-ci | os-verify --key cosign.pub
   os-sign --key env://COSIGN_PRIVATE_KEY dev.example.com/iam@sha256:…
+  os-sign --key azurekms://onestream-kv.vault.azure.net/cosign --azure-credential workload-identity < records
 
 Exit status:
   0  every record succeeded
@@ -103,16 +115,21 @@ fn run(args: Args) -> anyhow::Result<u8> {
             eprintln!("Public key written to {} (key id {key_id})", public.display());
             Ok(exit::SUCCESS)
         }
-        Some(Command::PublicKey { key }) => {
+        Some(Command::PublicKey {
+            key,
+            azure_credential,
+        }) => {
             let key: KeyRef = key.parse()?;
-            let public = PublicKey::load(&key, &Password::EnvOrPrompt)?;
+            let public =
+                runtime().block_on(PublicKey::load(&key, &Password::EnvOrPrompt, azure_credential))?;
             print!("{}", public.to_pem());
             Ok(exit::SUCCESS)
         }
         None => {
             let key = args.key.context("--key is required to sign (see --help)")?;
             let key: KeyRef = key.parse()?;
-            let signer = Signer::load(&key, &Password::EnvOrPrompt)?;
+            let signer =
+                runtime().block_on(Signer::load(&key, &Password::EnvOrPrompt, args.azure_credential))?;
             let options = SignOptions {
                 annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
                 tool: concat!("os-sign ", env!("CARGO_PKG_VERSION")).to_string(),

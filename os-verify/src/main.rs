@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use os_core::cli::{CommonArgs, exit, key_value};
+use os_core::azure::CredentialKind;
+use os_core::cli::{CommonArgs, exit, key_value, runtime};
 use os_core::key::{KeyRef, Password, PublicKey};
 use os_core::verify::{self, Identity, VerifyPolicy};
 
@@ -17,9 +18,15 @@ use os_core::verify::{self, Identity, VerifyPolicy};
 #[derive(Debug, Parser)]
 #[command(name = "os-verify", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Public key (PEM file, env://VAR); repeatable: any one may match.
+    /// Public key (PEM file, env://VAR, azurekms://VAULT_HOST/KEY); repeatable:
+    /// any one may match.
     #[arg(long = "key", value_name = "KEY", required = true)]
     keys: Vec<String>,
+
+    /// Which Azure credential reaches an azurekms:// key (its public key is
+    /// fetched once; verification is local).
+    #[arg(long, value_enum, default_value_t = CredentialKind::Auto)]
+    azure_credential: CredentialKind,
 
     /// How the signed docker-reference must match the record's image.
     /// cosign verify does not check it at all (`any`).
@@ -72,7 +79,13 @@ fn run(args: Args) -> anyhow::Result<u8> {
         .iter()
         .map(|text| {
             let key: KeyRef = text.parse()?;
-            PublicKey::load(&key, &Password::EnvOrPrompt).with_context(|| format!("loading --key {text}"))
+            runtime()
+                .block_on(PublicKey::load(
+                    &key,
+                    &Password::EnvOrPrompt,
+                    args.azure_credential,
+                ))
+                .with_context(|| format!("loading --key {text}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let policy = VerifyPolicy {

@@ -15,6 +15,7 @@
 pub mod bins;
 pub mod cosign;
 pub mod images;
+pub mod keyvault;
 pub mod registry;
 pub mod schema;
 pub mod stub;
