@@ -119,6 +119,7 @@ fn every_key_based_signature_vector_is_judged_like_cosign() {
             identity: Identity::Any,
             remaps: Vec::new(),
             annotations: BTreeMap::new(),
+            source: os_core::verify::SignatureSource::Registry,
             tool: "os-verify test".into(),
         };
         let image: RegistryRef = "registry.example.com/any".parse().unwrap();

@@ -646,13 +646,29 @@ fn azure_key_vault_signs_and_cosign_verifies_with_the_vaults_public_key() {
     let mut sign = tool("os-sign");
     azure_env(&mut sign);
     let signed = sign
-        .args(["--key", &key, "--azure-credential", "environment", "-a", "signer=vault"])
+        .args([
+            "--key",
+            &key,
+            "--azure-credential",
+            "environment",
+            "-a",
+            "signer=vault",
+        ])
         .write_stdin(record)
         .assert()
         .success();
     let signed_record = one(&signed);
-    assert_eq!(vault.sign_requests(), 1, "the vault signed (the private key never left it)");
-    let event = signed_record["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        vault.sign_requests(),
+        1,
+        "the vault signed (the private key never left it)"
+    );
+    let event = signed_record["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(event["signer"], key.as_str());
 
     // cosign verifies with the vault's public key, as exported by os-sign.
@@ -661,16 +677,31 @@ fn azure_key_vault_signs_and_cosign_verifies_with_the_vaults_public_key() {
     let pem = export.args(["public-key", "--key", &key]).assert().success();
     let public = s.path("vault.pub");
     std::fs::write(&public, &pem.get_output().stdout).unwrap();
-    assert_eq!(String::from_utf8_lossy(&pem.get_output().stdout).trim(), vault.public_key_pem("cosign").trim());
+    assert_eq!(
+        String::from_utf8_lossy(&pem.get_output().stdout).trim(),
+        vault.public_key_pem("cosign").trim()
+    );
     let output = s.cosign_verify(&public, &s.pinned("kv/app", &digest), &["-a", "signer=vault"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // os-verify with the vault key itself: one key fetch, local verification.
     let before = vault.sign_requests();
     let mut verify = tool("os-verify");
     azure_env(&mut verify);
-    verify.args(["--key", &key]).write_stdin(stdout(&signed)).assert().success();
-    assert_eq!(vault.sign_requests(), before, "verification never calls the vault's sign or verify");
+    verify
+        .args(["--key", &key])
+        .write_stdin(stdout(&signed))
+        .assert()
+        .success();
+    assert_eq!(
+        vault.sign_requests(),
+        before,
+        "verification never calls the vault's sign or verify"
+    );
 
     // Wrong credentials: a clear refusal, the secret never shown.
     let refused = tool("os-sign")
@@ -684,4 +715,147 @@ fn azure_key_vault_signs_and_cosign_verifies_with_the_vaults_public_key() {
         .code(2);
     let stderr = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
     assert!(!stderr.contains("definitely-wrong-secret"), "{stderr}");
+}
+
+/// An air-gapped site gets an OCI layout with the signatures: os-verify
+/// checks them there, with the registry gone.
+#[test]
+fn offline_verification_against_an_exported_layout() {
+    let s = Setup::new();
+    let (record, digest) = s.image("air/app", "airgap");
+    let (key, public) = s.our_keys("air");
+    let (cosign_key, cosign_public) = s.cosign_keys("aircosign");
+    let signed = stdout(&s.sign(&key, &record, &[]).success());
+    s.cosign_sign(
+        &cosign_key,
+        &s.pinned("air/app", &digest),
+        &["--registry-referrers-mode=oci-1-1"],
+    );
+    // Export with the peer (skopeo), tags as they are in the registry.
+    let layout = s.path("airgap");
+    let host = s.registry.host().to_string();
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    let fallback_tag = digest.replace(':', "-");
+    let output = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+        ])
+        .arg(format!("docker://{host}/air/app:{sig_tag}"))
+        .arg(format!("oci:{}:{sig_tag}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // skopeo refuses to copy the referrers tag-fallback index ("manifest list
+    // must be converted"), so that part is written with our layout code, as
+    // os-import will: the index, the referrer manifest and its blobs.
+    {
+        use os_core::digest::Digest;
+        let ours = os_core::layout::Layout::open(&layout).unwrap();
+        let get = |path: &str, accept: &str| {
+            let output = std::process::Command::new("curl")
+                .args(["-sfSL", "-H", &format!("Accept: {accept}")])
+                .arg(format!("http://{host}/v2/air/app/{path}"))
+                .output()
+                .unwrap();
+            assert!(output.status.success());
+            output.stdout
+        };
+        let put = |bytes: &[u8]| {
+            let digest = Digest::of(bytes);
+            ours.write_blob(&digest, bytes).unwrap();
+            digest
+        };
+        let index = get(
+            &format!("manifests/{fallback_tag}"),
+            "application/vnd.oci.image.index.v1+json",
+        );
+        let parsed: Value = serde_json::from_slice(&index).unwrap();
+        let referrer = parsed["manifests"][0]["digest"].as_str().unwrap();
+        let manifest = get(
+            &format!("manifests/{referrer}"),
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        let manifest_value: Value = serde_json::from_slice(&manifest).unwrap();
+        put(&get(
+            &format!("blobs/{}", manifest_value["config"]["digest"].as_str().unwrap()),
+            "*/*",
+        ));
+        put(&get(
+            &format!(
+                "blobs/{}",
+                manifest_value["layers"][0]["digest"].as_str().unwrap()
+            ),
+            "*/*",
+        ));
+        put(&manifest);
+        let index_digest = put(&index);
+        ours.add_manifest(
+            "application/vnd.oci.image.index.v1+json",
+            &index_digest,
+            index.len() as u64,
+            Some(&fallback_tag),
+        )
+        .unwrap();
+    }
+    drop(s.registry);
+
+    let offline = |public: &Path, input: &str| {
+        tool("os-verify")
+            .arg("--key")
+            .arg(public)
+            .arg("--offline")
+            .arg(&layout)
+            .write_stdin(input.to_string())
+            .assert()
+    };
+    let verified = one(&offline(&public, &signed).success());
+    assert_eq!(
+        verified["history"].as_array().unwrap().last().unwrap()["verified"],
+        true
+    );
+    // cosign's OCI 1.1 referrer is found in the layout too.
+    one(&offline(&cosign_public, &signed).success());
+    // A tampered payload in the layout is caught.
+    let sig_manifest: Value = serde_json::from_slice(
+        &std::fs::read(layout.join("index.json"))
+            .ok()
+            .and_then(|index| {
+                let index: Value = serde_json::from_slice(&index).ok()?;
+                let entry = index["manifests"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == sig_tag.as_str())?
+                    .clone();
+                let hex = entry["digest"]
+                    .as_str()?
+                    .trim_start_matches("sha256:")
+                    .to_string();
+                std::fs::read(layout.join("blobs/sha256").join(hex)).ok()
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let payload = sig_manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    std::fs::write(layout.join("blobs/sha256").join(payload), b"{}").unwrap();
+    let failed = one(&offline(&public, &signed).code(1));
+    assert_eq!(failed["error"]["code"], "malformed-signature");
+    // Not a layout: a usage error.
+    tool("os-verify")
+        .arg("--key")
+        .arg(&public)
+        .args(["--offline", "/nonexistent"])
+        .write_stdin(signed)
+        .assert()
+        .code(2);
 }

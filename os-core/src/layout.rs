@@ -153,6 +153,18 @@ impl Layout {
         })
     }
 
+    /// The manifest tagged `tag`, checked against its digest, if any.
+    pub fn tagged_manifest(&self, tag: &str) -> Result<Option<Vec<u8>>, LayoutError> {
+        let found = self
+            .descriptors()?
+            .into_iter()
+            .rev()
+            .find(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(tag));
+        found
+            .map(|descriptor| self.read_blob(&descriptor.digest))
+            .transpose()
+    }
+
     /// Reads a whole blob and checks it against its name. For manifests and
     /// configs; layers are streamed with [`Layout::open_blob`].
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, LayoutError> {

@@ -14,11 +14,12 @@ use serde_json::Value;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::PublicKey;
+use crate::layout::{Layout, LayoutError};
 use crate::record::{Event, Record, field};
 use crate::reference::RegistryRef;
 use crate::registry::RegistryError;
 use crate::signature::{self, SIMPLE_SIGNING};
-use crate::store::{Stores, located};
+use crate::store::{StoreError, Stores, located};
 use crate::stream::{self, Origin, Work};
 
 const STEP: &str = "verify";
@@ -34,7 +35,6 @@ pub enum Identity {
     Any,
 }
 
-#[derive(Debug, Clone)]
 pub struct VerifyPolicy {
     pub keys: Vec<PublicKey>,
     pub identity: Identity,
@@ -42,6 +42,8 @@ pub struct VerifyPolicy {
     pub remaps: Vec<(String, String)>,
     /// Annotations every accepted signature must carry.
     pub annotations: BTreeMap<String, String>,
+    /// Where signatures are read from (`--offline DIR`: a layout).
+    pub source: SignatureSource,
     pub tool: String,
 }
 
@@ -140,7 +142,7 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
         Ok(found) => found,
         Err(failed) => return failed,
     };
-    match find_accepted(stores, policy, &image, &digest).await {
+    match find_accepted(stores, &policy.source, policy, &image, &digest).await {
         Ok(accepted) => {
             record.push_event(
                 Event::new(STEP, &policy.tool)
@@ -173,14 +175,109 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
 /// The artifact type cosign gives signatures stored as OCI 1.1 referrers.
 const COSIGN_SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
+/// Where a record's signatures are read from: its registry, or an OCI
+/// layout (`--offline DIR`, e.g. what an air-gapped site received).
+pub enum SignatureSource {
+    Registry,
+    Layout(Arc<Layout>),
+}
+
+/// A failure to read, as a reason: content that does not match its digest
+/// is a tampered signature, anything else a store error.
+fn read_failure(what: &str, error: StoreError) -> (Reason, String) {
+    let tampered = matches!(
+        error,
+        StoreError::Registry(RegistryError::DigestMismatch { .. })
+            | StoreError::Layout(LayoutError::Corrupt { .. } | LayoutError::DigestMismatch { .. })
+    );
+    if tampered {
+        (Reason::MalformedSignature, format!("tampered {what}: {error}"))
+    } else {
+        (Reason::RegistryError, error.to_string())
+    }
+}
+
+impl SignatureSource {
+    /// The manifest at `tag` in the image's repository (or the layout).
+    async fn tagged(
+        &self,
+        stores: &Stores,
+        image: &RegistryRef,
+        tag: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            SignatureSource::Registry => Ok(stores
+                .registry()
+                .fetch_manifest_if_any(&image.with_tag(tag))
+                .await?
+                .map(|(bytes, _)| bytes.to_vec())),
+            SignatureSource::Layout(layout) => {
+                let (layout, tag) = (layout.clone(), tag.to_string());
+                Ok(blocking(move || layout.tagged_manifest(&tag)).await?)
+            }
+        }
+    }
+
+    /// A manifest or blob by digest, checked against it.
+    async fn by_digest(
+        &self,
+        stores: &Stores,
+        image: &RegistryRef,
+        digest: &Digest,
+        manifest: bool,
+    ) -> Result<Vec<u8>, StoreError> {
+        match self {
+            SignatureSource::Registry if manifest => Ok(stores
+                .registry()
+                .fetch_manifest(&image.with_digest(digest.clone()), Some(digest))
+                .await?
+                .0
+                .to_vec()),
+            SignatureSource::Registry => Ok(stores.registry().fetch_blob(image, digest).await?.to_vec()),
+            SignatureSource::Layout(layout) => {
+                let (layout, digest) = (layout.clone(), digest.clone());
+                Ok(blocking(move || layout.read_blob(&digest)).await?)
+            }
+        }
+    }
+
+    /// OCI 1.1 referrers of `digest`: the Referrers API or its tag fallback
+    /// in a registry, the tag fallback in a layout.
+    async fn referrers(
+        &self,
+        stores: &Stores,
+        image: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<Vec<Value>, StoreError> {
+        match self {
+            SignatureSource::Registry => Ok(stores.registry().referrers(image, digest).await?.0),
+            SignatureSource::Layout(_) => {
+                let index = self.tagged(stores, image, &digest.tag_form()).await?;
+                Ok(index
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .and_then(|index| index.get("manifests").and_then(Value::as_array).cloned())
+                    .unwrap_or_default())
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LayoutError> + Send + 'static,
+) -> Result<T, LayoutError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("layout read panicked")
+}
+
 /// Checks every signature layer of one signature manifest; `note` keeps
 /// the most telling failure.
 async fn check_manifest(
     stores: &Stores,
+    source: &SignatureSource,
     policy: &VerifyPolicy,
     image: &RegistryRef,
     digest: &Digest,
-    manifest_ref: &RegistryRef,
     manifest: &[u8],
     note: &mut impl FnMut(Reason, String),
 ) -> Option<Accepted> {
@@ -192,14 +289,11 @@ async fn check_manifest(
         }
     };
     for layer in layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING) {
-        let payload = match stores.registry().fetch_blob(manifest_ref, &layer.digest).await {
+        let payload = match source.by_digest(stores, image, &layer.digest, false).await {
             Ok(payload) => payload,
-            Err(error @ RegistryError::DigestMismatch { .. }) => {
-                note(Reason::MalformedSignature, format!("tampered payload: {error}"));
-                continue;
-            }
             Err(error) => {
-                note(Reason::RegistryError, error.to_string());
+                let (reason, message) = read_failure("payload", error);
+                note(reason, message);
                 continue;
             }
         };
@@ -220,11 +314,11 @@ async fn check_manifest(
 
 async fn find_accepted(
     stores: &Stores,
+    source: &SignatureSource,
     policy: &VerifyPolicy,
     image: &RegistryRef,
     digest: &Digest,
 ) -> Result<Accepted, (Reason, String)> {
-    let registry = stores.registry();
     let mut worst: Option<(Reason, String)> = None;
     let mut note = |reason: Reason, message: String| {
         if worst.as_ref().is_none_or(|(r, _)| reason > *r) {
@@ -232,29 +326,27 @@ async fn find_accepted(
         }
     };
     // cosign's tag scheme first (what cosign 2 writes by default)...
-    let signature_ref = image.with_tag(signature::signature_tag(digest));
-    match registry.fetch_manifest_if_any(&signature_ref).await {
-        Ok(Some((bytes, _))) => {
+    let tag = signature::signature_tag(digest);
+    match source.tagged(stores, image, &tag).await {
+        Ok(Some(bytes)) => {
             if let Some(accepted) =
-                check_manifest(stores, policy, image, digest, &signature_ref, &bytes, &mut note).await
+                check_manifest(stores, source, policy, image, digest, &bytes, &mut note).await
             {
                 return Ok(accepted);
             }
         }
         Ok(None) => note(
             Reason::NoSignature,
-            format!("no signature ({signature_ref} not found, no OCI 1.1 referrer)"),
+            format!("no signature (no {tag}, no OCI 1.1 referrer)"),
         ),
-        Err(error @ RegistryError::DigestMismatch { .. }) => note(
-            Reason::MalformedSignature,
-            format!("tampered signature manifest: {error}"),
-        ),
-        Err(error) => note(Reason::RegistryError, error.to_string()),
+        Err(error) => {
+            let (reason, message) = read_failure("signature manifest", error);
+            note(reason, message);
+        }
     }
-    // ...then OCI 1.1 referrers (cosign --registry-referrers-mode=oci-1-1),
-    // through the Referrers API or its tag fallback.
-    match registry.referrers(image, digest).await {
-        Ok((entries, _)) => {
+    // ...then OCI 1.1 referrers (cosign --registry-referrers-mode=oci-1-1).
+    match source.referrers(stores, image, digest).await {
+        Ok(entries) => {
             for entry in entries {
                 let is_signature =
                     entry.get("artifactType").and_then(Value::as_str) == Some(COSIGN_SIGNATURE_ARTIFACT);
@@ -265,24 +357,25 @@ async fn find_accepted(
                 let (true, Some(referrer)) = (is_signature, referrer) else {
                     continue;
                 };
-                let referrer_ref = image.with_digest(referrer.clone());
-                match registry.fetch_manifest(&referrer_ref, Some(&referrer)).await {
-                    Ok((bytes, _)) => {
+                match source.by_digest(stores, image, &referrer, true).await {
+                    Ok(bytes) => {
                         if let Some(accepted) =
-                            check_manifest(stores, policy, image, digest, &referrer_ref, &bytes, &mut note)
-                                .await
+                            check_manifest(stores, source, policy, image, digest, &bytes, &mut note).await
                         {
                             return Ok(accepted);
                         }
                     }
-                    Err(error @ RegistryError::DigestMismatch { .. }) => {
-                        note(Reason::MalformedSignature, format!("tampered referrer: {error}"))
+                    Err(error) => {
+                        let (reason, message) = read_failure("referrer", error);
+                        note(reason, message);
                     }
-                    Err(error) => note(Reason::RegistryError, error.to_string()),
                 }
             }
         }
-        Err(error) => note(Reason::RegistryError, error.to_string()),
+        Err(error) => {
+            let (reason, message) = read_failure("referrers", error);
+            note(reason, message);
+        }
     }
     Err(worst.unwrap_or((
         Reason::NoSignature,

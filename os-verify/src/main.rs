@@ -6,7 +6,8 @@ use clap::Parser;
 use os_core::azure::CredentialKind;
 use os_core::cli::{CommonArgs, exit, key_value, runtime};
 use os_core::key::{KeyRef, Password, PublicKey};
-use os_core::verify::{self, Identity, VerifyPolicy};
+use os_core::layout::Layout;
+use os_core::verify::{self, Identity, SignatureSource, VerifyPolicy};
 
 /// Verify the cosign signatures of each record's digest at its current
 /// image, and pass verified records on with a `verify` event. A record
@@ -42,6 +43,11 @@ struct Args {
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = key_value)]
     annotations: Vec<(String, String)>,
 
+    /// Read signatures from this OCI image layout instead of the registry
+    /// (an air-gapped site's export): no network at all.
+    #[arg(long, value_name = "DIR")]
+    offline: Option<std::path::PathBuf>,
+
     /// Pinned references to verify ad hoc: REPOSITORY@sha256:….
     #[arg(value_name = "REFERENCE")]
     references: Vec<String>,
@@ -54,6 +60,7 @@ const AFTER_HELP: &str = "\
 Examples:
   os-digest reg/iam:1.4.2 | os-sign --key cosign.key | os-verify --key cosign.pub
   os-verify --key cosign.pub dev.example.com/iam@sha256:…
+  os-verify --key cosign.pub --offline ./airgap < records.json
   … | os-verify --key cosign.pub --identity exact --identity-remap dev.example.com/onestream=prod.example.com/onestream
 
 Exit status:
@@ -88,7 +95,14 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 .with_context(|| format!("loading --key {text}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let source = match &args.offline {
+        Some(dir) => SignatureSource::Layout(std::sync::Arc::new(
+            Layout::open(dir).with_context(|| format!("--offline {}", dir.display()))?,
+        )),
+        None => SignatureSource::Registry,
+    };
     let policy = VerifyPolicy {
+        source,
         keys,
         identity: args.identity,
         remaps: args.remaps,
