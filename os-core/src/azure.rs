@@ -34,6 +34,7 @@
 //!   workspace installs ring), quinn, flate2, uuid, async-lock and their own
 //!   proc-macro crates, for two REST calls and four token requests.
 
+use crate::registry::describe;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
@@ -1257,26 +1258,6 @@ fn b64url(bytes: &[u8]) -> String {
 
 fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD_INDIFFERENT.decode(text.trim())
-}
-
-fn describe(error: &reqwest::Error) -> String {
-    let mut innermost = None;
-    let mut source = std::error::Error::source(error);
-    while let Some(current) = source {
-        innermost = Some(current.to_string());
-        source = current.source();
-    }
-    let own = if error.is_connect() {
-        "connection failed".to_string()
-    } else if error.is_timeout() {
-        "timed out".to_string()
-    } else {
-        error.to_string()
-    };
-    match innermost {
-        Some(cause) if !own.contains(&cause) => format!("{own}: {cause}"),
-        _ => own,
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,18 @@ pub mod exit {
     pub const USAGE: u8 = 2;
 }
 
+/// Ends a tool's `main`: the exit code of a run, or `TOOL: error: …` (with
+/// its causes, for anyhow errors) on stderr and exit 2.
+pub fn exit_with(tool: &str, result: Result<u8, impl std::fmt::Display>) -> std::process::ExitCode {
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(error) => {
+            eprintln!("{tool}: error: {error:#}");
+            std::process::ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
 /// The exit-code table for `after_help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit status:

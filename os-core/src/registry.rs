@@ -1007,7 +1007,7 @@ fn backoff(policy: RetryPolicy, attempt: u32) -> Duration {
 
 /// The most useful line of a reqwest error: its innermost cause ("Connection
 /// refused", "invalid peer certificate: UnknownIssuer") after its own text.
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut innermost = None;
     let mut source = std::error::Error::source(error);
     while let Some(current) = source {

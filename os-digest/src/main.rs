@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use os_core::capture::{self, CaptureOptions};
-use os_core::cli::{CommonArgs, exit};
+use os_core::cli::{self, CommonArgs};
 use os_core::source::{self, SourceFlags};
 
 /// Resolve image references to their immutable digests and write one
@@ -77,13 +77,9 @@ fn main() -> ExitCode {
     };
     let stdin = std::io::BufReader::new(std::io::stdin());
     let mut stdout = std::io::stdout().lock();
-    match capture::run(options, &args.common, args.references, stdin, &mut stdout) {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            eprintln!("os-digest: error: {:#}", anyhow::Error::from(error));
-            ExitCode::from(exit::USAGE)
-        }
-    }
+    let result =
+        capture::run(options, &args.common, args.references, stdin, &mut stdout).map_err(anyhow::Error::from);
+    cli::exit_with("os-digest", result)
 }
 
 #[cfg(test)]

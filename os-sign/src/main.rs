@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use os_core::azure::CredentialKind;
-use os_core::cli::{CommonArgs, exit, key_value, runtime};
+use os_core::cli::{self, CommonArgs, exit, key_value, runtime};
 use os_core::key::{self, KeyRef, Password, PublicKey, Signer};
 use os_core::sign::{self, SignOptions};
 use zeroize::Zeroizing;
@@ -83,13 +83,7 @@ Exit status:
 fn main() -> ExitCode {
     let args = Args::parse();
     args.common.init_logging();
-    match run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            eprintln!("os-sign: error: {error:#}");
-            ExitCode::from(exit::USAGE)
-        }
-    }
+    cli::exit_with("os-sign", run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<u8> {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use os_core::azure::CredentialKind;
-use os_core::cli::{CommonArgs, exit, key_value, runtime};
+use os_core::cli::{self, CommonArgs, key_value, runtime};
 use os_core::key::{KeyRef, Password, PublicKey};
 use os_core::layout::Layout;
 use os_core::verify::{self, Identity, SignatureSource, VerifyPolicy};
@@ -71,13 +71,7 @@ Exit status:
 fn main() -> ExitCode {
     let args = Args::parse();
     args.common.init_logging();
-    match run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            eprintln!("os-verify: error: {error:#}");
-            ExitCode::from(exit::USAGE)
-        }
-    }
+    cli::exit_with("os-verify", run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<u8> {

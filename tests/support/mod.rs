@@ -14,6 +14,7 @@
 
 pub mod bins;
 pub mod cosign;
+pub mod form;
 pub mod images;
 pub mod keyvault;
 pub mod registry;
