@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cli;
 pub mod credentials;
 pub mod digest;
+pub mod import;
 pub mod key;
 pub mod layout;
 pub mod manifest;

@@ -113,6 +113,15 @@ impl RegistryRef {
         }
     }
 
+    /// The same repository with another digest (or none), never a tag.
+    pub fn with(&self, digest: Option<Digest>) -> RegistryRef {
+        RegistryRef {
+            tag: None,
+            digest,
+            ..self.clone()
+        }
+    }
+
     /// The same repository, pinned to `digest` (no tag).
     pub fn with_digest(&self, digest: Digest) -> RegistryRef {
         RegistryRef {

@@ -357,6 +357,97 @@ impl Registry {
         }
     }
 
+    /// A blob's bytes as a stream (layers are never held whole). The caller
+    /// hashes what passes through.
+    pub async fn blob_stream(
+        &self,
+        reference: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static, RegistryError>
+    {
+        use futures::TryStreamExt as _;
+        let path = format!("/v2/{}/blobs/{digest}", reference.repository);
+        let response = self.send(reference, "pull", Method::GET, &path, None).await?;
+        let response = self
+            .expect_ok(&reference.with_digest(digest.clone()), response, "blob")
+            .await?;
+        Ok(response.bytes_stream().map_err(std::io::Error::other))
+    }
+
+    /// Mounts `digest` from `from` (same registry) into `target` without
+    /// sending bytes. Returns false when the registry would not mount (it
+    /// then expects an upload; that session is left to expire).
+    pub async fn mount_blob(
+        &self,
+        target: &RegistryRef,
+        from: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let scope = format!(
+            "repository:{}:pull,push repository:{}:pull",
+            target.repository, from.repository
+        );
+        let path = format!(
+            "/v2/{}/blobs/uploads/?mount={digest}&from={}",
+            target.repository, from.repository
+        );
+        let response = self
+            .send_scoped(target, &scope, Method::POST, &path, None, None)
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            status if status.is_success() => Ok(false),
+            _ => Err(self.expect_ok(target, response, "blob mount").await.unwrap_err()),
+        }
+    }
+
+    /// Uploads a blob from a stream (POST, then one monolithic PUT with the
+    /// known length). Not retried here: a stream cannot be replayed, so the
+    /// caller restarts the whole transfer. The registry checks the digest
+    /// and refuses a mismatch, so nothing wrong is ever committed.
+    pub async fn upload_blob_stream(
+        &self,
+        reference: &RegistryRef,
+        digest: &Digest,
+        size: u64,
+        body: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), RegistryError> {
+        let path = format!("/v2/{}/blobs/uploads/", reference.repository);
+        let response = self
+            .send(reference, "pull,push", Method::POST, &path, None)
+            .await?;
+        let response = self.expect_ok(reference, response, "blob upload").await?;
+        let location = header_str(response.headers(), "location").ok_or_else(|| RegistryError::Protocol {
+            registry: reference.registry.clone(),
+            detail: "blob upload started without a Location".into(),
+        })?;
+        let host = self.host(reference).await?;
+        let location = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", host.base)
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
+        let scope = format!("repository:{}:pull,push", reference.repository);
+        let mut request = self
+            .http
+            .put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(authorization) = self.authorization(reference, &host, &scope).await? {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(reference, &e))?;
+        self.expect_ok(&reference.with_digest(digest.clone()), response, "blob upload")
+            .await?;
+        Ok(())
+    }
+
     /// A small blob (config, signature payload), read whole and checked
     /// against its digest.
     pub async fn fetch_blob(&self, reference: &RegistryRef, digest: &Digest) -> Result<Bytes, RegistryError> {
@@ -523,8 +614,24 @@ impl Registry {
         accept: Option<&str>,
         body: Option<(Bytes, &str)>,
     ) -> Result<Response, RegistryError> {
-        let host = self.host(reference).await?;
         let scope = format!("repository:{}:{actions}", reference.repository);
+        self.send_scoped(reference, &scope, method, path, accept, body)
+            .await
+    }
+
+    /// [`Registry::send_body`] with an explicit token scope (a mount asks
+    /// for the source repository too).
+    async fn send_scoped(
+        &self,
+        reference: &RegistryRef,
+        scope: &str,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<Response, RegistryError> {
+        let host = self.host(reference).await?;
+        let scope = scope.to_string();
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
@@ -745,7 +852,8 @@ impl Registry {
         scope: &str,
     ) -> Result<Token, RegistryError> {
         let credential = self.credential(&reference.registry).await?;
-        let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
+        // A mount needs two repositories' scopes: one `scope` parameter each.
+        let mut query: Vec<(&str, &str)> = scope.split(' ').map(|part| ("scope", part)).collect();
         if let Some(service) = service {
             query.push(("service", service));
         }

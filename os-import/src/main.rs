@@ -1,8 +1,83 @@
-//! `os-import`: not implemented yet; the crate exists so the workspace and its
-//! end-to-end suite already know every tool by name.
+//! `os-import`: promote the same bytes by digest, attachments included.
 use std::process::ExitCode;
 
+use clap::Parser;
+use os_core::cli::{self, CommonArgs};
+use os_core::import::{self, Destination, ImportOptions};
+
+/// Copy each record's artifact by digest — exact manifest bytes, every
+/// blob, every platform of an index, and its cosign signatures,
+/// attestations, SBOMs and OCI 1.1 referrers — to another registry or an
+/// OCI layout, and pass the record on with `image` set to the target.
+#[derive(Debug, Parser)]
+#[command(name = "os-import", version, after_help = AFTER_HELP)]
+struct Args {
+    /// REGISTRY (same repository path), REGISTRY/PREFIX (PREFIX/<last
+    /// segment of the repository>), or oci:DIR.
+    #[arg(long, value_name = "TARGET", required_unless_present = "to_repo", value_parser = Destination::parse_to)]
+    to: Option<Destination>,
+
+    /// Exactly this repository (REGISTRY/REPOSITORY) instead of --to.
+    #[arg(long, value_name = "REPOSITORY", conflicts_with = "to")]
+    to_repo: Option<String>,
+
+    /// Also tag the target (repeatable); the record's own tag is applied too.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+
+    /// Leave signatures, attestations, SBOMs and referrers behind.
+    #[arg(long)]
+    no_signatures: bool,
+
+    /// Images to import ad hoc (resolved to digests first).
+    #[arg(value_name = "REFERENCE")]
+    references: Vec<String>,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  os-digest dev.example.com/onestream/iam:1.4.2 | os-sign --key k | os-import --to prod.example.com/onestream
+  os-import --to prod.example.com/onestream dev.example.com/onestream/iam@sha256:…
+  os-import --to oci:./airgap dev.example.com/onestream/iam@sha256:…
+  os-import --to dev.example.com/onestream oci:./build/iam:1.4.2
+
+Exit status:
+  0  every record succeeded
+  1  at least one record failed (it was written out as an error record)
+  2  usage error or unreadable input (the message names the line)";
+
 fn main() -> ExitCode {
-    eprintln!("os-import: error: not implemented yet");
-    ExitCode::from(2)
+    let args = Args::parse();
+    args.common.init_logging();
+    cli::exit_with("os-import", run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<u8> {
+    let destination = match (args.to, args.to_repo) {
+        (Some(destination), _) => destination,
+        (None, Some(repository)) => Destination::Repository(
+            repository
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--to-repo {repository:?}: {e}"))?,
+        ),
+        (None, None) => anyhow::bail!("--to or --to-repo is required"),
+    };
+    let options = ImportOptions {
+        destination,
+        tags: args.tags,
+        attachments: !args.no_signatures,
+        tool: concat!("os-import ", env!("CARGO_PKG_VERSION")).to_string(),
+    };
+    let stdin = std::io::BufReader::new(std::io::stdin());
+    let mut stdout = std::io::stdout().lock();
+    Ok(import::run(
+        options,
+        &args.common,
+        args.references,
+        stdin,
+        &mut stdout,
+    )?)
 }

@@ -1,0 +1,341 @@
+//! os-import between real registries and OCI layouts, with signatures,
+//! attestations and OCI 1.1 referrers made by the real cosign, verified at
+//! the target by the real cosign and by os-verify.
+
+mod support;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use support::bins::tool;
+use support::cosign::cosign_ok;
+use support::images;
+use support::registry::TestRegistry;
+use support::schema::records;
+
+const PASSWORD: &str = "import-test";
+
+fn one(assert: &assert_cmd::assert::Assert) -> Value {
+    let mut out = records(&assert.get_output().stdout);
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.remove(0)
+}
+
+fn stdout(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+}
+
+fn last_event(record: &Value) -> Value {
+    record["history"].as_array().unwrap().last().unwrap().clone()
+}
+
+struct Keys {
+    key: PathBuf,
+    public: PathBuf,
+}
+
+fn keys(dir: &std::path::Path) -> Keys {
+    let prefix = dir.join("k");
+    cosign_ok(
+        &[
+            "generate-key-pair",
+            "--output-key-prefix",
+            prefix.to_str().unwrap(),
+        ],
+        PASSWORD,
+        dir,
+    );
+    Keys {
+        key: dir.join("k.key"),
+        public: dir.join("k.pub"),
+    }
+}
+
+#[test]
+fn promotion_carries_signatures_attestations_and_referrers_and_keeps_digests() {
+    let dev = TestRegistry::start();
+    let prod = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let keys = keys(home);
+    let multi = images::multi_arch(&dir.path().join("l"), "2.0", "promote");
+    images::push(&multi, &dev, "onestream/iam", "2.0");
+    let reference = format!("{}/onestream/iam@{}", dev.host(), multi.digest);
+    // Everything a team attaches today, made by the real cosign.
+    let key = keys.key.to_str().unwrap();
+    cosign_ok(
+        &[
+            "sign",
+            "--yes",
+            "--key",
+            key,
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            &reference,
+        ],
+        PASSWORD,
+        home,
+    );
+    let predicate = dir.path().join("provenance.json");
+    std::fs::write(
+        &predicate,
+        r#"{"buildType":"https://ci.example.com/build/v1","builder":{"id":"https://ci.example.com"}}"#,
+    )
+    .unwrap();
+    cosign_ok(
+        &[
+            "attest",
+            "--yes",
+            "--key",
+            key,
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--type",
+            "slsaprovenance",
+            "--predicate",
+            predicate.to_str().unwrap(),
+            &reference,
+        ],
+        PASSWORD,
+        home,
+    );
+    let sbom = dir.path().join("sbom.spdx.json");
+    std::fs::write(&sbom, r#"{"spdxVersion":"SPDX-2.3","name":"iam"}"#).unwrap();
+    cosign_ok(
+        &[
+            "attach",
+            "sbom",
+            "--sbom",
+            sbom.to_str().unwrap(),
+            "--type",
+            "spdx",
+            "--allow-http-registry",
+            &reference,
+        ],
+        PASSWORD,
+        home,
+    );
+    cosign_ok(
+        &[
+            "sign",
+            "--yes",
+            "--key",
+            key,
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--registry-referrers-mode=oci-1-1",
+            "-a",
+            "via=referrer",
+            &reference,
+        ],
+        PASSWORD,
+        home,
+    );
+
+    let record = stdout(
+        &tool("os-digest")
+            .arg(format!("{}/onestream/iam:2.0", dev.host()))
+            .assert()
+            .success(),
+    );
+    let imported = tool("os-import")
+        .args(["--to", &format!("{}/onestream", prod.host())])
+        .write_stdin(record)
+        .assert()
+        .success();
+    let promoted = one(&imported);
+    assert_eq!(promoted["image"], format!("{}/onestream/iam", prod.host()));
+    assert_eq!(promoted["digest"], multi.digest.as_str());
+    let event = last_event(&promoted);
+    assert_eq!(event["step"], "import");
+    assert_eq!(event["sourceReferrers"], "tag-fallback");
+    let attached: Vec<String> = event["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    for suffix in [".sig", ".att", ".sbom"] {
+        assert!(
+            attached.iter().any(|a| a.ends_with(suffix)),
+            "{suffix} carried: {attached:?}"
+        );
+    }
+    assert!(
+        attached.iter().any(|a| a.starts_with("referrer ")),
+        "{attached:?}"
+    );
+    assert!(event["blobsCopied"].as_u64().unwrap() > 0);
+
+    // Same digest at prod, per the peer; the tag came along.
+    assert_eq!(
+        images::sha256_digest(&images::inspect_raw(&prod, "onestream/iam", "2.0")),
+        multi.digest
+    );
+    // cosign at the target: signature, attestation, referrer signature.
+    let at_prod = format!("{}/onestream/iam@{}", prod.host(), multi.digest);
+    let public = keys.public.to_str().unwrap();
+    cosign_ok(
+        &[
+            "verify",
+            "--key",
+            public,
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            &at_prod,
+        ],
+        PASSWORD,
+        home,
+    );
+    cosign_ok(
+        &[
+            "verify-attestation",
+            "--key",
+            public,
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--type",
+            "slsaprovenance",
+            &at_prod,
+        ],
+        PASSWORD,
+        home,
+    );
+    cosign_ok(
+        &[
+            "verify",
+            "--key",
+            public,
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--experimental-oci11",
+            "-a",
+            "via=referrer",
+            &at_prod,
+        ],
+        PASSWORD,
+        home,
+    );
+    // os-verify at the target, in the pipe.
+    tool("os-verify")
+        .arg("--key")
+        .arg(&keys.public)
+        .write_stdin(stdout(&imported))
+        .assert()
+        .success();
+
+    // A second import sends nothing.
+    let again = one(&tool("os-import")
+        .args(["--to", &format!("{}/onestream", prod.host())])
+        .write_stdin(stdout(
+            &tool("os-digest")
+                .arg(format!("{}/onestream/iam:2.0", dev.host()))
+                .assert()
+                .success(),
+        ))
+        .assert()
+        .success());
+    let event = last_event(&again);
+    assert_eq!(event["bytes"], 0, "{event}");
+    assert_eq!(event["blobsCopied"], 0, "{event}");
+}
+
+#[test]
+fn same_registry_promotion_mounts_instead_of_copying() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = images::single_arch(&dir.path().join("l"), "1", "mount");
+    images::push(&image, &registry, "dev/app", "1");
+    let record = stdout(
+        &tool("os-digest")
+            .arg(format!("{}/dev/app:1", registry.host()))
+            .assert()
+            .success(),
+    );
+    let promoted = one(&tool("os-import")
+        .args(["--to-repo", &format!("{}/prod/app", registry.host())])
+        .write_stdin(record)
+        .assert()
+        .success());
+    let event = last_event(&promoted);
+    assert_eq!(event["bytes"], 0, "{event}");
+    assert!(event["blobsMounted"].as_u64().unwrap() >= 3, "{event}");
+    assert_eq!(
+        images::sha256_digest(&images::inspect_raw(&registry, "prod/app", "1")),
+        image.digest
+    );
+}
+
+#[test]
+fn layout_to_registry_to_layout_round_trips_byte_identical() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    let image = images::multi_arch(&build, "1.0", "roundtrip");
+    // Push what the build produced.
+    let pushed = one(&tool("os-import")
+        .args(["--to", &format!("{}/onestream", registry.host())])
+        .arg(format!("oci:{}:1.0", build.display()))
+        .assert()
+        .success());
+    assert_eq!(pushed["image"], format!("{}/onestream/build", registry.host()));
+    assert_eq!(pushed["digest"], image.digest.as_str());
+    assert_eq!(
+        images::sha256_digest(&images::inspect_raw(&registry, "onestream/build", "1.0")),
+        image.digest
+    );
+    // Export for an air-gapped site, then compare every blob.
+    let airgap = dir.path().join("airgap");
+    let exported = one(&tool("os-import")
+        .args(["--to", &format!("oci:{}", airgap.display())])
+        .write_stdin(serde_json::to_string(&pushed).unwrap() + "\n")
+        .assert()
+        .success());
+    assert_eq!(exported["digest"], image.digest.as_str());
+    for entry in std::fs::read_dir(build.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        let copied = airgap.join("blobs/sha256").join(entry.file_name());
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            std::fs::read(&copied).unwrap(),
+            "{}",
+            copied.display()
+        );
+    }
+    // The peer reads the export.
+    let output = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:1.0", airgap.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(images::sha256_digest(&output.stdout), image.digest);
+}
+
+#[test]
+fn bad_input_becomes_error_records() {
+    let registry = TestRegistry::start();
+    let missing = format!(
+        "{{\"image\":\"{}/nothing/here\",\"digest\":\"sha256:{}\"}}\n{{\"image\":\"{}/x\"}}\n",
+        registry.host(),
+        "ab".repeat(32),
+        registry.host()
+    );
+    let output = tool("os-import")
+        .args(["--to", "127.0.0.1:1/prod"])
+        .write_stdin(missing)
+        .assert()
+        .code(1);
+    let out = records(&output.get_output().stdout);
+    assert_eq!(out[0]["error"]["code"], "not-found");
+    assert_eq!(out[1]["error"]["code"], "missing-field");
+    tool("os-import")
+        .args(["--to", "not a registry"])
+        .write_stdin("")
+        .assert()
+        .code(2);
+}
