@@ -76,6 +76,25 @@ fn promotion_carries_signatures_attestations_and_referrers_and_keeps_digests() {
         PASSWORD,
         home,
     );
+    // A platform image signed on its own (per-platform signatures).
+    let child = multi.manifest()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let child_reference = format!("{}/onestream/iam@{child}", dev.host());
+    cosign_ok(
+        &[
+            "sign",
+            "--yes",
+            "--key",
+            key,
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            &child_reference,
+        ],
+        PASSWORD,
+        home,
+    );
     let predicate = dir.path().join("provenance.json");
     std::fs::write(
         &predicate,
@@ -149,6 +168,10 @@ fn promotion_carries_signatures_attestations_and_referrers_and_keeps_digests() {
     let event = last_event(&promoted);
     assert_eq!(event["step"], "import");
     assert_eq!(event["sourceReferrers"], "tag-fallback");
+    assert_eq!(
+        event["targetReferrers"], "tag-fallback",
+        "distribution 2.8 has no Referrers API"
+    );
     let attached: Vec<String> = event["attached"]
         .as_array()
         .unwrap()
@@ -212,6 +235,19 @@ fn promotion_carries_signatures_attestations_and_referrers_and_keeps_digests() {
             "-a",
             "via=referrer",
             &at_prod,
+        ],
+        PASSWORD,
+        home,
+    );
+    // Each platform image's own signature came along.
+    cosign_ok(
+        &[
+            "verify",
+            "--key",
+            public,
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            &format!("{}/onestream/iam@{child}", prod.host()),
         ],
         PASSWORD,
         home,

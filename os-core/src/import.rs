@@ -286,6 +286,11 @@ fn verified(
     body.chain(check)
 }
 
+/// Transfers of one blob before giving up on transient faults (a
+/// connection reset mid-body restarts the whole transfer; the registry
+/// discards the unfinished upload).
+const BLOB_ATTEMPTS: u32 = 3;
+
 async fn copy_blob(
     stores: &Stores,
     from: &Place,
@@ -298,6 +303,32 @@ async fn copy_blob(
         stats.skipped += 1;
         return Ok(());
     }
+    let mut attempt = 1;
+    loop {
+        match transfer_blob(stores, from, to, digest, size, stats).await {
+            Err(ImportError::Registry(
+                error @ (RegistryError::Unreachable { .. }
+                | RegistryError::Status {
+                    status: 429 | 500.., ..
+                }),
+            )) if attempt < BLOB_ATTEMPTS => {
+                tracing::info!("blob {digest}: {error}; transfer {attempt} failed, starting over");
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn transfer_blob(
+    stores: &Stores,
+    from: &Place,
+    to: &Place,
+    digest: &Digest,
+    size: u64,
+    stats: &mut Stats,
+) -> Result<(), ImportError> {
     let blob_error = |detail: String| ImportError::Blob {
         digest: digest.clone(),
         detail,
@@ -347,6 +378,20 @@ async fn copy_blob(
     Ok(())
 }
 
+/// The child manifests of an index (none for an image manifest).
+fn index_children(bytes: &[u8], media_type: &str) -> Vec<Digest> {
+    if !manifest::is_index(media_type) {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|index| index.get("manifests").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|child| child.get("digest")?.as_str()?.parse().ok())
+        .collect()
+}
+
 /// Copies the manifest `digest` and everything it references, children
 /// first; returns its bytes and media type. Does nothing but read when the
 /// target already has it.
@@ -377,10 +422,8 @@ async fn copy_tree(
         ))
     };
     if manifest::is_index(&media_type) {
-        for child in parsed["manifests"].as_array().into_iter().flatten() {
-            if let Some((child_digest, _)) = descriptor(child) {
-                Box::pin(copy_tree(stores, from, to, &child_digest, stats)).await?;
-            }
+        for child in index_children(&bytes, &media_type) {
+            Box::pin(copy_tree(stores, from, to, &child, stats)).await?;
         }
     } else {
         let config = parsed.get("config").into_iter();
@@ -489,6 +532,12 @@ async fn import_record(
         let mut mechanism = Referrers::None;
         if options.attachments {
             (attached, mechanism) = copy_attachments(stores, &from, &to, &digest, &mut stats).await?;
+            // Platform images of an index are signed and attested too
+            // (cosign sign --recursive, per-platform SBOMs).
+            for child in index_children(&bytes, &media_type) {
+                let (child_attached, _) = copy_attachments(stores, &from, &to, &child, &mut stats).await?;
+                attached.extend(child_attached);
+            }
         }
         // Listed again: anything attached at the source must be at the target.
         for (what, attached_digest) in &attached {
@@ -496,11 +545,15 @@ async fn import_record(
                 return Err(ImportError::Missing { what: what.clone() });
             }
         }
-        Ok::<_, ImportError>((attached, mechanism))
+        let target_mechanism = match &to {
+            Place::Registry(r) if stores.registry().has_referrers_api(r, &digest).await? => "referrers-api",
+            Place::Registry(_) | Place::Layout(_) => "tag-fallback",
+        };
+        Ok::<_, ImportError>((attached, mechanism, target_mechanism))
     }
     .await;
     match outcome {
-        Ok((attached, mechanism)) => {
+        Ok((attached, mechanism, target_mechanism)) => {
             record.set(field::IMAGE, target.location());
             debug_assert_eq!(
                 record.digest().ok().flatten(),
@@ -520,6 +573,7 @@ async fn import_record(
                         "attached",
                         attached.into_iter().map(|(what, _)| what).collect::<Vec<_>>(),
                     )
+                    .with("targetReferrers", target_mechanism)
                     .with(
                         "sourceReferrers",
                         match mechanism {

@@ -448,6 +448,22 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the registry answers the OCI 1.1 Referrers API (with an
+    /// index) for `digest`.
+    pub async fn has_referrers_api(
+        &self,
+        repository: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let path = format!("/v2/{}/referrers/{digest}", repository.repository);
+        let response = self
+            .send(repository, "pull", Method::GET, &path, Some(manifest::OCI_INDEX))
+            .await?;
+        Ok(response.status().is_success()
+            && header_str(response.headers(), CONTENT_TYPE.as_str())
+                .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX))
+    }
+
     /// A small blob (config, signature payload), read whole and checked
     /// against its digest.
     pub async fn fetch_blob(&self, reference: &RegistryRef, digest: &Digest) -> Result<Bytes, RegistryError> {
