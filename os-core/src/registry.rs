@@ -498,17 +498,16 @@ impl Registry {
         }
     }
 
-    /// Uploads a small blob in one request (POST, then a monolithic PUT),
-    /// unless the registry already has it. Returns whether bytes were sent.
-    pub async fn push_small_blob(
+    /// Uploads a small blob in one request pair (POST, then a monolithic
+    /// PUT) without asking first: for content that is new almost every time
+    /// (a signature payload names the image digest) a HEAD would be a wasted
+    /// round trip, and a duplicate upload is harmless.
+    pub async fn upload_small_blob(
         &self,
         reference: &RegistryRef,
         bytes: Bytes,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<(), RegistryError> {
         let digest = Digest::of(&bytes);
-        if self.blob_exists(reference, &digest).await? {
-            return Ok(false);
-        }
         let path = format!("/v2/{}/blobs/uploads/", reference.repository);
         let response = self
             .send(reference, "pull,push", Method::POST, &path, None)
@@ -531,7 +530,7 @@ impl Registry {
             )
             .await?;
         self.expect_ok(reference, response, "blob upload").await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Puts manifest bytes under `tag` (or under their digest when `None`)

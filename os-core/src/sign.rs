@@ -168,10 +168,10 @@ async fn store_signature(
     layers.push(signature::signature_descriptor(&payload, &signature));
     let (manifest, config) = signature::signature_manifest(&layers);
     registry
-        .push_small_blob(signature_ref, Bytes::from(payload))
+        .upload_small_blob(signature_ref, Bytes::from(payload))
         .await?;
     registry
-        .push_small_blob(signature_ref, Bytes::from(config))
+        .upload_small_blob(signature_ref, Bytes::from(config))
         .await?;
     registry
         .push_manifest(
