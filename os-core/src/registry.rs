@@ -156,6 +156,8 @@ pub struct Registry {
     hosts: Mutex<HashMap<String, Slot<Arc<Host>>>>,
     tokens: Mutex<HashMap<(String, String), Slot<Token>>>,
     credentials: Mutex<HashMap<String, Slot<Option<Credential>>>>,
+    /// Shared blobs known to be in a repository (host, repository, digest).
+    present_blobs: Mutex<HashMap<(String, String, Digest), Slot<()>>>,
 }
 
 fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
@@ -221,6 +223,7 @@ impl Registry {
             hosts: Mutex::default(),
             tokens: Mutex::default(),
             credentials: Mutex::default(),
+            present_blobs: Mutex::default(),
         })
     }
 
@@ -496,6 +499,30 @@ impl Registry {
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(self.expect_ok(reference, response, "blob").await.unwrap_err()),
         }
+    }
+
+    /// Makes sure a small blob that many manifests share (an empty config)
+    /// is in the repository: checked once per repository per run.
+    pub async fn push_small_blob_once(
+        &self,
+        reference: &RegistryRef,
+        bytes: Bytes,
+    ) -> Result<(), RegistryError> {
+        let digest = Digest::of(&bytes);
+        let key = (
+            reference.api_host().to_string(),
+            reference.repository.clone(),
+            digest.clone(),
+        );
+        let slot = slot(&self.present_blobs, key);
+        let mut present = slot.lock().await;
+        if present.is_none() {
+            if !self.blob_exists(reference, &digest).await? {
+                self.upload_small_blob(reference, bytes).await?;
+            }
+            *present = Some(());
+        }
+        Ok(())
     }
 
     /// Uploads a small blob in one request pair (POST, then a monolithic

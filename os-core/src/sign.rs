@@ -166,12 +166,12 @@ async fn store_signature(
     use base64::Engine as _;
     let signature = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload).await?);
     layers.push(signature::signature_descriptor(&payload, &signature));
-    let (manifest, config) = signature::signature_manifest(&layers);
+    let manifest = signature::signature_manifest(&layers);
     registry
         .upload_small_blob(signature_ref, Bytes::from(payload))
         .await?;
     registry
-        .upload_small_blob(signature_ref, Bytes::from(config))
+        .push_small_blob_once(signature_ref, Bytes::from_static(signature::EMPTY_CONFIG))
         .await?;
     registry
         .push_manifest(
