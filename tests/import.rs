@@ -11,19 +11,9 @@ use support::bins::tool;
 use support::cosign::cosign_ok;
 use support::images;
 use support::registry::TestRegistry;
-use support::schema::records;
+use support::schema::{one, records, stdout};
 
 const PASSWORD: &str = "import-test";
-
-fn one(assert: &assert_cmd::assert::Assert) -> Value {
-    let mut out = records(&assert.get_output().stdout);
-    assert_eq!(out.len(), 1, "{out:?}");
-    out.remove(0)
-}
-
-fn stdout(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
-}
 
 fn last_event(record: &Value) -> Value {
     record["history"].as_array().unwrap().last().unwrap().clone()

@@ -10,7 +10,7 @@ use support::bins::tool;
 use support::cosign::{cosign, cosign_ok};
 use support::images;
 use support::registry::TestRegistry;
-use support::schema::records;
+use support::schema::{one, stdout};
 
 const PASSWORD: &str = "correct horse";
 
@@ -124,16 +124,6 @@ impl Setup {
             .write_stdin(input.to_string())
             .assert()
     }
-}
-
-fn one(assert: &assert_cmd::assert::Assert) -> Value {
-    let mut out = records(&assert.get_output().stdout);
-    assert_eq!(out.len(), 1, "{out:?}");
-    out.remove(0)
-}
-
-fn stdout(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
 }
 
 #[test]

@@ -415,23 +415,8 @@ impl Registry {
         size: u64,
         body: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), RegistryError> {
-        let path = format!("/v2/{}/blobs/uploads/", reference.repository);
-        let response = self
-            .send(reference, "pull,push", Method::POST, &path, None)
-            .await?;
-        let response = self.expect_ok(reference, response, "blob upload").await?;
-        let location = header_str(response.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-            registry: reference.registry.clone(),
-            detail: "blob upload started without a Location".into(),
-        })?;
+        let url = self.start_upload(reference, digest).await?;
         let host = self.host(reference).await?;
-        let location = if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            format!("{}{location}", host.base)
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{separator}digest={digest}");
         let scope = format!("repository:{}:pull,push", reference.repository);
         let mut request = self
             .http
@@ -525,16 +510,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Uploads a small blob in one request pair (POST, then a monolithic
-    /// PUT) without asking first: for content that is new almost every time
-    /// (a signature payload names the image digest) a HEAD would be a wasted
-    /// round trip, and a duplicate upload is harmless.
-    pub async fn upload_small_blob(
-        &self,
-        reference: &RegistryRef,
-        bytes: Bytes,
-    ) -> Result<(), RegistryError> {
-        let digest = Digest::of(&bytes);
+    /// Starts a blob upload session; returns the absolute URL that finishes
+    /// it with one monolithic PUT of the blob `digest`.
+    async fn start_upload(&self, reference: &RegistryRef, digest: &Digest) -> Result<String, RegistryError> {
         let path = format!("/v2/{}/blobs/uploads/", reference.repository);
         let response = self
             .send(reference, "pull,push", Method::POST, &path, None)
@@ -544,8 +522,25 @@ impl Registry {
             registry: reference.registry.clone(),
             detail: "blob upload started without a Location".into(),
         })?;
+        let location = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.host(reference).await?.base)
+        };
         let separator = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{separator}digest={digest}");
+        Ok(format!("{location}{separator}digest={digest}"))
+    }
+
+    /// Uploads a small blob in one request pair (POST, then a monolithic
+    /// PUT) without asking first: for content that is new almost every time
+    /// (a signature payload names the image digest) a HEAD would be a wasted
+    /// round trip, and a duplicate upload is harmless.
+    pub async fn upload_small_blob(
+        &self,
+        reference: &RegistryRef,
+        bytes: Bytes,
+    ) -> Result<(), RegistryError> {
+        let url = self.start_upload(reference, &Digest::of(&bytes)).await?;
         let response = self
             .send_body(
                 reference,

@@ -35,3 +35,15 @@ pub fn records(stdout: &[u8]) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The one record a command wrote (schema-checked).
+pub fn one(assert: &assert_cmd::assert::Assert) -> Value {
+    let mut out = records(&assert.get_output().stdout);
+    assert_eq!(out.len(), 1, "expected one record: {out:?}");
+    out.remove(0)
+}
+
+/// A command's stdout as text (records to feed the next tool).
+pub fn stdout(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.get_output().stdout.clone()).expect("stdout is UTF-8")
+}
