@@ -126,6 +126,8 @@ pub enum ImportError {
     Manifest { digest: Digest, detail: String },
     #[error("after the copy, {what} is missing at the target")]
     Missing { what: String },
+    #[error("no valid target repository: {0}")]
+    BadTarget(#[from] crate::reference::ReferenceError),
 }
 
 impl ImportError {
@@ -135,6 +137,7 @@ impl ImportError {
             ImportError::Layout(error) => error.code(),
             ImportError::Blob { .. } | ImportError::Manifest { .. } => "digest-mismatch",
             ImportError::Missing { .. } => "incomplete-import",
+            ImportError::BadTarget(_) => "bad-reference",
         }
     }
 }
@@ -467,9 +470,7 @@ fn target_of(
             prefix: Some(prefix),
         } => format!("{host}/{prefix}/{}", leaf(&path)),
     };
-    reference
-        .parse()
-        .map_err(|e: crate::reference::ReferenceError| ImportError::Missing { what: e.to_string() })
+    Ok(reference.parse()?)
 }
 
 async fn import_record(
