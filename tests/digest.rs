@@ -141,21 +141,9 @@ fn a_layout_written_by_os_core_is_read_by_skopeo_and_a_skopeo_layout_by_os_diges
     .unwrap();
 
     // skopeo reads it and pushes it with the same digest...
-    let status = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("oci:{}:1", dir.path().join("ours").display()))
-        .arg(format!("docker://{}/ours:1", registry.host()))
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    images::skopeo_copy(
+        &format!("oci:{}:1", dir.path().join("ours").display()),
+        &format!("docker://{}/ours:1", registry.host()),
     );
     assert_eq!(
         images::sha256_digest(&images::inspect_raw(&registry, "ours", "1")),
@@ -163,21 +151,9 @@ fn a_layout_written_by_os_core_is_read_by_skopeo_and_a_skopeo_layout_by_os_diges
     );
 
     // ...and writes a layout of its own that os-digest reads.
-    let status = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-        ])
-        .arg(format!("docker://{}/ours:1", registry.host()))
-        .arg(format!("oci:{}:fromskopeo", dir.path().join("theirs").display()))
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    images::skopeo_copy(
+        &format!("docker://{}/ours:1", registry.host()),
+        &format!("oci:{}:fromskopeo", dir.path().join("theirs").display()),
     );
     let output = tool("os-digest")
         .arg(format!("oci:{}:fromskopeo", dir.path().join("theirs").display()))

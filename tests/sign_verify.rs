@@ -347,22 +347,9 @@ fn every_way_a_signature_can_be_wrong_has_its_reason() {
     // A signature copied onto another digest (same repository identity
     // rules aside) does not sign that digest.
     let copy_to = |repo: &str, target_digest: &str, manifest: &Value| {
-        let status = std::process::Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("docker://{host}/neg/app:{}", sig_tag(&digest)))
-            .arg(format!("docker://{host}/{repo}:{}", sig_tag(target_digest)))
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
+        images::skopeo_copy(
+            &format!("docker://{host}/neg/app:{}", sig_tag(&digest)),
+            &format!("docker://{host}/{repo}:{}", sig_tag(target_digest)),
         );
         let _ = manifest;
     };
@@ -533,22 +520,9 @@ fn delete_tag(registry: &TestRegistry, repo: &str, tag: &str) {
 
 fn copy_sig(registry: &TestRegistry, from: &str, to: &str, tag: &str) {
     let host = registry.host();
-    let status = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("docker://{host}/{from}:{tag}"))
-        .arg(format!("docker://{host}/{to}:{tag}"))
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    images::skopeo_copy(
+        &format!("docker://{host}/{from}:{tag}"),
+        &format!("docker://{host}/{to}:{tag}"),
     );
 }
 
@@ -726,21 +700,9 @@ fn offline_verification_against_an_exported_layout() {
     let host = s.registry.host().to_string();
     let sig_tag = format!("{}.sig", digest.replace(':', "-"));
     let fallback_tag = digest.replace(':', "-");
-    let output = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-        ])
-        .arg(format!("docker://{host}/air/app:{sig_tag}"))
-        .arg(format!("oci:{}:{sig_tag}", layout.display()))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    images::skopeo_copy(
+        &format!("docker://{host}/air/app:{sig_tag}"),
+        &format!("oci:{}:{sig_tag}", layout.display()),
     );
     // skopeo refuses to copy the referrers tag-fallback index ("manifest list
     // must be converted"), so that part is written with our layout code, as

@@ -47,6 +47,22 @@ pub fn run(
     })
 }
 
+/// The record a later step works on: a record as it came, or a bare
+/// reference resolved first, as os-digest would (with a `digest` event
+/// from `tool`). Either may come back as an error record.
+pub async fn record_for(stores: &Stores, tool: &str, origin: Origin, work: Work) -> Record {
+    match work {
+        Work::Record(record) => record,
+        Work::Reference(_) => {
+            let options = CaptureOptions {
+                tool: tool.to_string(),
+                ..CaptureOptions::default()
+            };
+            capture(stores, &options, origin, work).await
+        }
+    }
+}
+
 /// Captures one input; never fails as a whole: problems become error
 /// records.
 pub async fn capture(stores: &Stores, options: &CaptureOptions, origin: Origin, work: Work) -> Record {

@@ -25,7 +25,7 @@ use crate::record::{Event, Record, field};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::{Referrers, RegistryError};
 use crate::store::Stores;
-use crate::stream::{self, Origin, Work};
+use crate::stream::{self, Origin};
 
 const STEP: &str = "import";
 /// cosign's attachment tags: signatures, attestations, SBOMs.
@@ -95,16 +95,7 @@ pub fn run(
         move |origin, work| {
             let (stores, options) = (stores.clone(), options.clone());
             async move {
-                let record = match work {
-                    Work::Record(record) => record,
-                    Work::Reference(_) => {
-                        let capture_options = crate::capture::CaptureOptions {
-                            tool: options.tool.clone(),
-                            ..Default::default()
-                        };
-                        crate::capture::capture(&stores, &capture_options, origin, work).await
-                    }
-                };
+                let record = crate::capture::record_for(&stores, &options.tool, origin, work).await;
                 if record.is_error() {
                     return record;
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::capture::{self, CaptureOptions};
+use crate::capture;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::Signer;
@@ -18,7 +18,7 @@ use crate::reference::RegistryRef;
 use crate::registry::RegistryError;
 use crate::signature;
 use crate::store::{Stores, located};
-use crate::stream::{self, Origin, Work};
+use crate::stream::{self, Origin};
 
 const STEP: &str = "sign";
 
@@ -51,21 +51,10 @@ pub fn run(
         move |origin, work| {
             let (stores, signer, options) = (stores.clone(), signer.clone(), options.clone());
             async move {
-                let record = match work {
-                    Work::Record(record) => record,
-                    // Ad hoc: resolve the reference first, as os-digest would.
-                    Work::Reference(_) => {
-                        let capture_options = CaptureOptions {
-                            tool: options.tool.clone(),
-                            ..CaptureOptions::default()
-                        };
-                        let record = capture::capture(&stores, &capture_options, origin, work).await;
-                        if record.is_error() {
-                            return record;
-                        }
-                        record
-                    }
-                };
+                let record = capture::record_for(&stores, &options.tool, origin, work).await;
+                if record.is_error() {
+                    return record;
+                }
                 sign_record(&stores, &signer, &options, origin, record).await
             }
         }

@@ -307,3 +307,27 @@ pub fn inspect_raw(registry: &TestRegistry, repo: &str, reference: &str) -> Vec<
     );
     output.stdout
 }
+
+/// `skopeo copy --preserve-digests` between any two transports (plain-HTTP
+/// loopback registries), panicking with skopeo's stderr on failure.
+pub fn skopeo_copy(from: &str, to: &str) {
+    ensure_tools();
+    let output = Command::new(SKOPEO_BIN)
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--preserve-digests",
+            "--retry-times",
+            "0",
+        ])
+        .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("run skopeo copy");
+    assert!(
+        output.status.success(),
+        "skopeo copy {from} {to} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
