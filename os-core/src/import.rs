@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::{Digest, Hasher};
-use crate::layout::{Layout, LayoutError};
+use crate::layout::{Layout, LayoutError, off_thread};
 use crate::manifest;
 use crate::record::{Event, Record, field};
 use crate::reference::{ImageRef, RegistryRef};
@@ -160,7 +160,7 @@ impl Place {
                 .to_vec()),
             Place::Layout(layout) => {
                 let (layout, digest) = (layout.clone(), digest.clone());
-                Ok(blocking(move || layout.read_blob(&digest)).await?)
+                Ok(off_thread(move || layout.read_blob(&digest)).await?)
             }
         }
     }
@@ -174,7 +174,7 @@ impl Place {
                 .map(|(bytes, _)| bytes.to_vec())),
             Place::Layout(layout) => {
                 let (layout, tag) = (layout.clone(), tag.to_string());
-                Ok(blocking(move || layout.tagged_manifest(&tag)).await?)
+                Ok(off_thread(move || layout.tagged_manifest(&tag)).await?)
             }
         }
     }
@@ -229,7 +229,7 @@ impl Place {
                     media_type.to_string(),
                     tag.map(str::to_string),
                 );
-                blocking(move || {
+                off_thread(move || {
                     let digest = Digest::of(&bytes);
                     layout.write_blob(&digest, bytes.as_slice())?;
                     if tag.is_some() {
@@ -242,14 +242,6 @@ impl Place {
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, LayoutError> + Send + 'static,
-) -> Result<T, LayoutError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("layout work panicked")
 }
 
 /// Passes a blob's chunks through while hashing them, and ends the stream
@@ -356,11 +348,11 @@ async fn transfer_blob(
             let stream = stores.registry().blob_stream(source, digest).await?;
             let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
             let (target, expected) = (target.clone(), digest.clone());
-            blocking(move || target.write_blob(&expected, reader)).await?;
+            off_thread(move || target.write_blob(&expected, reader)).await?;
         }
         (Place::Layout(source), Place::Layout(target)) => {
             let (source, target, expected) = (source.clone(), target.clone(), digest.clone());
-            blocking(move || {
+            off_thread(move || {
                 let file = source.open_blob(&expected)?;
                 target.write_blob(&expected, file)
             })
@@ -377,9 +369,7 @@ fn index_children(bytes: &[u8], media_type: &str) -> Vec<Digest> {
     if !manifest::is_index(media_type) {
         return Vec::new();
     }
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|index| index.get("manifests").and_then(Value::as_array).cloned())
+    manifest::index_entries(bytes)
         .unwrap_or_default()
         .iter()
         .filter_map(|child| child.get("digest")?.as_str()?.parse().ok())
@@ -610,10 +600,7 @@ async fn copy_attachments(
         Place::Registry(r) => stores.registry().referrers(r, digest).await?,
         Place::Layout(_) => match from.tagged(stores, &digest.tag_form()).await? {
             Some(index) => (
-                serde_json::from_slice::<Value>(&index)
-                    .ok()
-                    .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
-                    .unwrap_or_default(),
+                manifest::index_entries(&index).unwrap_or_default(),
                 Referrers::TagFallback,
             ),
             None => (Vec::new(), Referrers::None),

@@ -344,6 +344,16 @@ impl Layout {
     }
 }
 
+/// Runs layout work (blocking file I/O, hashing whole files) off the async
+/// workers.
+pub async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LayoutError> + Send + 'static,
+) -> Result<T, LayoutError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("layout work panicked")
+}
+
 /// Writes a file by renaming a complete temporary file over it.
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
     let parent = path.parent().unwrap_or(Path::new("."));

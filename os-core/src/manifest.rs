@@ -61,6 +61,17 @@ impl Platform {
     }
 }
 
+/// The `manifests` descriptors of an index (or of a referrers answer), as
+/// stored; empty when there are none.
+pub fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+    let index: serde_json::Value = serde_json::from_slice(bytes)?;
+    Ok(index
+        .get("manifests")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {

@@ -340,17 +340,7 @@ impl Registry {
         repository: &RegistryRef,
         digest: &Digest,
     ) -> Result<(Vec<serde_json::Value>, Referrers), RegistryError> {
-        let path = format!("/v2/{}/referrers/{digest}", repository.repository);
-        let response = self
-            .send(repository, "pull", Method::GET, &path, Some(manifest::OCI_INDEX))
-            .await?;
-        let is_index = header_str(response.headers(), CONTENT_TYPE.as_str())
-            .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX);
-        if response.status().is_success() && is_index {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| self.unreachable(repository, &e))?;
+        if let Some(body) = self.referrers_api(repository, digest).await? {
             return Ok((index_entries(repository, &body)?, Referrers::Api));
         }
         let fallback = repository.with_tag(digest.tag_form());
@@ -443,13 +433,30 @@ impl Registry {
         repository: &RegistryRef,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
+        Ok(self.referrers_api(repository, digest).await?.is_some())
+    }
+
+    /// The Referrers API's index for `digest`, or `None` when the registry
+    /// does not answer it with one (no API: 404, or some other page).
+    async fn referrers_api(
+        &self,
+        repository: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<Option<Bytes>, RegistryError> {
         let path = format!("/v2/{}/referrers/{digest}", repository.repository);
         let response = self
             .send(repository, "pull", Method::GET, &path, Some(manifest::OCI_INDEX))
             .await?;
-        Ok(response.status().is_success()
-            && header_str(response.headers(), CONTENT_TYPE.as_str())
-                .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX))
+        let is_index = header_str(response.headers(), CONTENT_TYPE.as_str())
+            .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX);
+        if !(response.status().is_success() && is_index) {
+            return Ok(None);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(repository, &e))?;
+        Ok(Some(body))
     }
 
     /// A small blob (config, signature payload), read whole and checked
@@ -976,15 +983,10 @@ pub enum Referrers {
 }
 
 fn index_entries(repository: &RegistryRef, body: &[u8]) -> Result<Vec<serde_json::Value>, RegistryError> {
-    let index: serde_json::Value = serde_json::from_slice(body).map_err(|e| RegistryError::Protocol {
+    manifest::index_entries(body).map_err(|e| RegistryError::Protocol {
         registry: repository.registry.clone(),
         detail: format!("referrers index is not JSON: {e}"),
-    })?;
-    Ok(index
-        .get("manifests")
-        .and_then(|m| m.as_array())
-        .cloned()
-        .unwrap_or_default())
+    })
 }
 
 /// Azure Container Registry's (and docker's) user name for a refresh token

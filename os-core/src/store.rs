@@ -3,7 +3,7 @@
 //! it is.
 
 use crate::digest::Digest;
-use crate::layout::{Layout, LayoutError};
+use crate::layout::{Layout, LayoutError, off_thread};
 use crate::record::Record;
 use crate::reference::ImageRef;
 use crate::reference::RegistryRef;
@@ -46,13 +46,9 @@ impl Stores {
             ImageRef::Registry(r) => Ok(self.registry.resolve(r).await?),
             ImageRef::Layout(l) => {
                 let l = l.clone();
-                // Layout reads are blocking file I/O (and hash whole
-                // manifests): keep them off the async workers.
-                let resolved = tokio::task::spawn_blocking(move || {
-                    Layout::open(&l.dir)?.resolve(l.tag.as_deref(), l.digest.as_ref())
-                })
-                .await
-                .expect("layout resolve panicked")?;
+                let resolved =
+                    off_thread(move || Layout::open(&l.dir)?.resolve(l.tag.as_deref(), l.digest.as_ref()))
+                        .await?;
                 Ok(resolved)
             }
         }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::PublicKey;
-use crate::layout::{Layout, LayoutError};
+use crate::layout::{Layout, LayoutError, off_thread};
 use crate::record::{Event, Record, field};
 use crate::reference::RegistryRef;
 use crate::registry::RegistryError;
@@ -213,7 +213,7 @@ impl SignatureSource {
                 .map(|(bytes, _)| bytes.to_vec())),
             SignatureSource::Layout(layout) => {
                 let (layout, tag) = (layout.clone(), tag.to_string());
-                Ok(blocking(move || layout.tagged_manifest(&tag)).await?)
+                Ok(off_thread(move || layout.tagged_manifest(&tag)).await?)
             }
         }
     }
@@ -236,7 +236,7 @@ impl SignatureSource {
             SignatureSource::Registry => Ok(stores.registry().fetch_blob(image, digest).await?.to_vec()),
             SignatureSource::Layout(layout) => {
                 let (layout, digest) = (layout.clone(), digest.clone());
-                Ok(blocking(move || layout.read_blob(&digest)).await?)
+                Ok(off_thread(move || layout.read_blob(&digest)).await?)
             }
         }
     }
@@ -254,20 +254,11 @@ impl SignatureSource {
             SignatureSource::Layout(_) => {
                 let index = self.tagged(stores, image, &digest.tag_form()).await?;
                 Ok(index
-                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-                    .and_then(|index| index.get("manifests").and_then(Value::as_array).cloned())
+                    .and_then(|bytes| crate::manifest::index_entries(&bytes).ok())
                     .unwrap_or_default())
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, LayoutError> + Send + 'static,
-) -> Result<T, LayoutError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("layout read panicked")
 }
 
 /// Checks every signature layer of one signature manifest; `note` keeps
