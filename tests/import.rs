@@ -365,3 +365,140 @@ fn bad_input_becomes_error_records() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn platform_subset_needs_consent_and_makes_a_new_index_of_the_same_children() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let multi = images::multi_arch(&dir.path().join("l"), "3.0", "platforms");
+    images::push(&multi, &registry, "dev/edge", "3.0");
+    let reference = format!("{}/dev/edge@{}", registry.host(), multi.digest);
+    let amd64_child = multi.manifest()["manifests"][0].clone();
+    assert_eq!(amd64_child["platform"]["architecture"], "amd64");
+
+    // Without the consent flag clap refuses before anything is copied.
+    tool("os-import")
+        .args(["--to-repo", &format!("{}/prod/edge", registry.host())])
+        .args(["--platform", "linux/amd64"])
+        .arg(&reference)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--allow-digest-change"));
+
+    let narrowed = one(&tool("os-import")
+        .args(["--to-repo", &format!("{}/prod/edge", registry.host())])
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--allow-digest-change",
+            "--tag",
+            "amd64",
+        ])
+        .arg(&reference)
+        .assert()
+        .success());
+    let new_digest = narrowed["digest"].as_str().unwrap().to_string();
+    assert_ne!(new_digest, multi.digest);
+    assert_eq!(narrowed["platforms"], serde_json::json!(["linux/amd64"]));
+    let event = last_event(&narrowed);
+    assert_eq!(event["sourceDigest"], multi.digest.as_str());
+    let pushed = images::inspect_raw(&registry, "prod/edge", "amd64");
+    assert_eq!(images::sha256_digest(&pushed), new_digest);
+    let index: Value = serde_json::from_slice(&pushed).unwrap();
+    assert_eq!(
+        index["manifests"],
+        serde_json::json!([amd64_child]),
+        "the child is carried unchanged"
+    );
+    // The arm64 child was not copied.
+    let arm64 = multi.manifest()["manifests"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/prod/edge@{arm64}", registry.host()))
+        .output()
+        .unwrap();
+    assert!(!status.status.success(), "arm64 must not be at the target");
+
+    // An arm64 request without the variant matches linux/arm64/v8.
+    let arm = one(&tool("os-import")
+        .args(["--to-repo", &format!("{}/prod/edge-arm", registry.host())])
+        .args(["--platform", "linux/arm64", "--allow-digest-change"])
+        .arg(&reference)
+        .assert()
+        .success());
+    assert_eq!(arm["platforms"], serde_json::json!(["linux/arm64/v8"]));
+
+    // Every platform asked for: nothing to narrow, the digest is kept.
+    let all = one(&tool("os-import")
+        .args(["--to-repo", &format!("{}/prod/edge-all", registry.host())])
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64/v8",
+            "--allow-digest-change",
+        ])
+        .arg(&reference)
+        .assert()
+        .success());
+    assert_eq!(all["digest"], multi.digest.as_str());
+
+    // A platform the index does not have is an error record listing what it has.
+    let missing = tool("os-import")
+        .args(["--to-repo", &format!("{}/prod/edge-s390x", registry.host())])
+        .args(["--platform", "linux/s390x", "--allow-digest-change"])
+        .arg(&reference)
+        .assert()
+        .code(1);
+    let record = one(&missing);
+    assert_eq!(record["error"]["code"], "not-found");
+    let message = record["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("linux/s390x") && message.contains("linux/arm64/v8"),
+        "{message}"
+    );
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal_and_nowhere_else() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = images::single_arch(&dir.path().join("l"), "1", "progress");
+    let source = format!("oci:{}:1", image.layout_dir.display());
+    // Not a terminal (a pipeline log): stderr stays empty on success.
+    tool("os-import")
+        .args(["--to", &format!("{}/quiet", registry.host())])
+        .arg(&source)
+        .assert()
+        .success()
+        .stderr("");
+    // On a terminal (script(1) gives the tool a pseudo-terminal), one line
+    // per record shows where it went and what moved (wide, so the line is
+    // not cut to the terminal's width).
+    let command = format!(
+        "stty rows 50 cols 250; {} --to {}/tty {}",
+        support::bins::bin("os-import").display(),
+        registry.host(),
+        source
+    );
+    let output = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains(&format!(
+            "-> {}/tty/l: 3 blobs copied, 0 mounted, 0 skipped",
+            registry.host()
+        )),
+        "{screen}"
+    );
+}

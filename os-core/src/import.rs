@@ -10,17 +10,21 @@
 //! within one registry blobs are mounted across repositories.
 
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use indicatif::ProgressBar;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::{Digest, Hasher};
 use crate::layout::{Layout, LayoutError, off_thread};
 use crate::manifest;
+use crate::progress::Progress;
 use crate::record::{Event, Record, field};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::{Referrers, RegistryError};
@@ -80,6 +84,10 @@ pub struct ImportOptions {
     pub tags: Vec<String>,
     /// Carry `.sig`/`.att`/`.sbom` tags and referrers (default).
     pub attachments: bool,
+    /// `--platform`: copy only these platforms of an index (`os/arch` or
+    /// `os/arch/variant`), making a new index with a new digest. Empty:
+    /// every platform, digest preserved.
+    pub platforms: Vec<String>,
     pub tool: String,
 }
 
@@ -90,19 +98,31 @@ pub fn run(
     stdin: impl BufRead + Send + 'static,
     stdout: &mut impl Write,
 ) -> Result<u8, RunError> {
-    let options = Arc::new(options);
+    let importer = Arc::new(Importer {
+        transfers: Semaphore::new(usize::from(common.jobs)),
+        progress: Progress::for_stderr(common.quiet),
+        options,
+    });
     stream::run_tool(common, references, stdin, stdout, "os-import", STEP, |stores| {
         move |origin, work| {
-            let (stores, options) = (stores.clone(), options.clone());
+            let (stores, importer) = (stores.clone(), importer.clone());
             async move {
-                let record = crate::capture::record_for(&stores, &options.tool, origin, work).await;
+                let record = crate::capture::record_for(&stores, &importer.options.tool, origin, work).await;
                 if record.is_error() {
                     return record;
                 }
-                import_record(&stores, &options, origin, record).await
+                importer.import_record(&stores, origin, record).await
             }
         }
     })
+}
+
+/// What every record of one run shares.
+struct Importer {
+    options: ImportOptions,
+    /// Blob transfers in flight across all records: `--jobs`.
+    transfers: Semaphore,
+    progress: Progress,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +139,12 @@ pub enum ImportError {
     Missing { what: String },
     #[error("no valid target repository: {0}")]
     BadTarget(#[from] crate::reference::ReferenceError),
+    #[error("{digest} has no platform {wanted} (it has: {available})")]
+    NoPlatform {
+        digest: Digest,
+        wanted: String,
+        available: String,
+    },
 }
 
 impl ImportError {
@@ -129,17 +155,28 @@ impl ImportError {
             ImportError::Blob { .. } | ImportError::Manifest { .. } => "digest-mismatch",
             ImportError::Missing { .. } => "incomplete-import",
             ImportError::BadTarget(_) => "bad-reference",
+            ImportError::NoPlatform { .. } => "not-found",
         }
     }
 }
 
+/// What one record's import did, counted while its blobs move
+/// concurrently.
 #[derive(Default)]
 struct Stats {
-    bytes: u64,
-    copied: u64,
-    mounted: u64,
-    skipped: u64,
-    manifests: u64,
+    bytes: AtomicU64,
+    copied: AtomicU64,
+    mounted: AtomicU64,
+    skipped: AtomicU64,
+    manifests: AtomicU64,
+}
+
+fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn total(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 /// A place manifests and blobs live.
@@ -162,6 +199,14 @@ impl Place {
                 let (layout, digest) = (layout.clone(), digest.clone());
                 Ok(off_thread(move || layout.read_blob(&digest)).await?)
             }
+        }
+    }
+
+    /// A small blob (an image config), whole and digest-checked.
+    async fn small_blob(&self, stores: &Stores, digest: &Digest) -> Result<Vec<u8>, ImportError> {
+        match self {
+            Place::Registry(r) => Ok(stores.registry().fetch_blob(r, digest).await?.to_vec()),
+            Place::Layout(_) => self.manifest(stores, digest).await,
         }
     }
 
@@ -244,18 +289,20 @@ impl Place {
     }
 }
 
-/// Passes a blob's chunks through while hashing them, and ends the stream
-/// with an error if the bytes do not match `expected`, so the upload fails
-/// instead of committing.
+/// Passes a blob's chunks through while hashing and counting them, and
+/// ends the stream with an error if the bytes do not match `expected`, so
+/// the upload fails instead of committing.
 fn verified(
     stream: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     expected: Digest,
+    progress: ProgressBar,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let hasher = Arc::new(Mutex::new(Some(Hasher::default())));
     let feeding = hasher.clone();
     let body = stream.map(move |chunk| {
         if let (Ok(bytes), Some(hasher)) = (&chunk, feeding.lock().expect("hasher").as_mut()) {
             hasher.update(bytes);
+            progress.inc(bytes.len() as u64);
         }
         chunk
     });
@@ -277,91 +324,293 @@ fn verified(
 /// discards the unfinished upload).
 const BLOB_ATTEMPTS: u32 = 3;
 
-async fn copy_blob(
-    stores: &Stores,
-    from: &Place,
-    to: &Place,
-    digest: &Digest,
-    size: u64,
-    stats: &mut Stats,
-) -> Result<(), ImportError> {
-    if to.has_blob(stores, digest).await? {
-        stats.skipped += 1;
-        return Ok(());
-    }
-    let mut attempt = 1;
-    loop {
-        match transfer_blob(stores, from, to, digest, size, stats).await {
-            Err(ImportError::Registry(
-                error @ (RegistryError::Unreachable { .. }
-                | RegistryError::Status {
-                    status: 429 | 500.., ..
-                }),
-            )) if attempt < BLOB_ATTEMPTS => {
-                tracing::info!("blob {digest}: {error}; transfer {attempt} failed, starting over");
-                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-                attempt += 1;
-            }
-            outcome => return outcome,
+/// One record's copy between two places: its counters and progress line,
+/// and the run's shared limit on blob transfers (`--jobs`), which bounds
+/// transfers across all records at once.
+struct Copier<'a> {
+    stores: &'a Stores,
+    from: Place,
+    to: Place,
+    stats: Stats,
+    progress: ProgressBar,
+    transfers: &'a Semaphore,
+}
+
+/// What was copied: the top manifest as it now exists at the target.
+struct Copied {
+    bytes: Vec<u8>,
+    media_type: String,
+    digest: Digest,
+}
+
+impl Copier<'_> {
+    async fn copy_blob(&self, digest: &Digest, size: u64) -> Result<(), ImportError> {
+        // Held for the HEAD too: a check is a request like any other.
+        let _slot = self
+            .transfers
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        if self.to.has_blob(self.stores, digest).await? {
+            count(&self.stats.skipped, 1);
+            return Ok(());
         }
+        let mut attempt = 1;
+        loop {
+            match self.transfer_blob(digest, size).await {
+                Err(ImportError::Registry(
+                    error @ (RegistryError::Unreachable { .. }
+                    | RegistryError::Status {
+                        status: 429 | 500.., ..
+                    }),
+                )) if attempt < BLOB_ATTEMPTS => {
+                    tracing::info!("blob {digest}: {error}; transfer {attempt} failed, starting over");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn transfer_blob(&self, digest: &Digest, size: u64) -> Result<(), ImportError> {
+        let blob_error = |detail: String| ImportError::Blob {
+            digest: digest.clone(),
+            detail,
+        };
+        let registry = self.stores.registry();
+        match (&self.from, &self.to) {
+            (Place::Registry(source), Place::Registry(target)) => {
+                if source.registry == target.registry
+                    && source.repository != target.repository
+                    && registry.mount_blob(target, source, digest).await?
+                {
+                    count(&self.stats.mounted, 1);
+                    return Ok(());
+                }
+                let stream = registry.blob_stream(source, digest).await?;
+                let body = verified(stream, digest.clone(), self.progress.clone());
+                registry.upload_blob_stream(target, digest, size, body).await?;
+            }
+            (Place::Layout(source), Place::Registry(target)) => {
+                let path = source.blob_path(digest);
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| blob_error(format!("{}: {e}", path.display())))?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+                let body = verified(stream, digest.clone(), self.progress.clone());
+                registry.upload_blob_stream(target, digest, size, body).await?;
+            }
+            (Place::Registry(source), Place::Layout(target)) => {
+                let stream = registry.blob_stream(source, digest).await?;
+                let progress = self.progress.clone();
+                let stream = stream.inspect(move |chunk| {
+                    if let Ok(bytes) = chunk {
+                        progress.inc(bytes.len() as u64);
+                    }
+                });
+                let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+                let (target, expected) = (target.clone(), digest.clone());
+                off_thread(move || target.write_blob(&expected, reader)).await?;
+            }
+            (Place::Layout(source), Place::Layout(target)) => {
+                let (source, target, expected) = (source.clone(), target.clone(), digest.clone());
+                off_thread(move || {
+                    let file = source.open_blob(&expected)?;
+                    target.write_blob(&expected, file)
+                })
+                .await?;
+                self.progress.inc(size);
+            }
+        }
+        count(&self.stats.copied, 1);
+        count(&self.stats.bytes, size);
+        Ok(())
+    }
+
+    /// Copies the manifest `digest` and everything it references, children
+    /// first; returns its bytes and media type. Does nothing but read when
+    /// the target already has it.
+    async fn copy_tree(&self, digest: &Digest) -> Result<(Vec<u8>, String), ImportError> {
+        let bytes = self.from.manifest(self.stores, digest).await?;
+        let media_type = media_type_of(&bytes, digest)?;
+        if self.to.has_manifest(self.stores, digest).await? {
+            return Ok((bytes, media_type));
+        }
+        if manifest::is_index(&media_type) {
+            let children = index_children(&bytes, &media_type);
+            futures::future::try_join_all(children.iter().map(|child| Box::pin(self.copy_tree(child))))
+                .await?;
+        } else {
+            let blobs = manifest_blobs(&bytes, digest)?;
+            futures::future::try_join_all(blobs.iter().map(|(blob, size)| self.copy_blob(blob, *size)))
+                .await?;
+        }
+        self.to
+            .put_manifest(self.stores, &bytes, &media_type, None)
+            .await?;
+        count(&self.stats.manifests, 1);
+        Ok((bytes, media_type))
+    }
+
+    /// Copies only the platforms asked for: an index becomes a new index
+    /// listing just those children (their bytes unchanged), so its digest
+    /// differs unless every platform was asked for; a single-platform image
+    /// is copied as it is if its config names a wanted platform.
+    async fn copy_platforms(&self, digest: &Digest, wanted: &[String]) -> Result<Copied, ImportError> {
+        let bytes = self.from.manifest(self.stores, digest).await?;
+        let media_type = media_type_of(&bytes, digest)?;
+        let unchanged = |(bytes, media_type)| Copied {
+            bytes,
+            media_type,
+            digest: digest.clone(),
+        };
+        let no_platform = |available: Vec<String>| ImportError::NoPlatform {
+            digest: digest.clone(),
+            wanted: wanted.join(", "),
+            available: available.join(", "),
+        };
+        if !manifest::is_index(&media_type) {
+            let config = manifest_config(&bytes, digest)?;
+            let config = self.from.small_blob(self.stores, &config).await?;
+            let platform: manifest::Platform =
+                serde_json::from_slice(&config).map_err(|e| ImportError::Manifest {
+                    digest: digest.clone(),
+                    detail: format!("its config names no platform: {e}"),
+                })?;
+            if !wanted.iter().any(|w| platform_matches(w, &platform)) {
+                return Err(no_platform(vec![platform.spelled()]));
+            }
+            return Ok(unchanged(self.copy_tree(digest).await?));
+        }
+        let mut index: Value = serde_json::from_slice(&bytes).map_err(|e| ImportError::Manifest {
+            digest: digest.clone(),
+            detail: e.to_string(),
+        })?;
+        let entries = manifest::index_entries(&bytes).unwrap_or_default();
+        let kept = manifest::entries_for_platforms(&entries, |platform| {
+            wanted.iter().any(|w| platform_matches(w, platform))
+        });
+        if kept.iter().all(|entry| manifest::entry_platform(entry).is_none()) {
+            let available = manifest::summarize(&bytes, None)
+                .map(|s| s.platforms)
+                .unwrap_or_default();
+            return Err(no_platform(available));
+        }
+        if kept.len() == entries.len() {
+            return Ok(unchanged(self.copy_tree(digest).await?));
+        }
+        let children: Vec<Digest> = kept
+            .iter()
+            .filter_map(|entry| entry.get("digest")?.as_str()?.parse().ok())
+            .collect();
+        index["manifests"] = Value::Array(kept);
+        let narrowed = serde_json::to_vec(&index).expect("a JSON value serialises");
+        futures::future::try_join_all(children.iter().map(|child| self.copy_tree(child))).await?;
+        self.to
+            .put_manifest(self.stores, &narrowed, &media_type, None)
+            .await?;
+        count(&self.stats.manifests, 1);
+        Ok(Copied {
+            digest: Digest::of(&narrowed),
+            bytes: narrowed,
+            media_type,
+        })
+    }
+
+    /// Copies cosign's attachment tags and OCI 1.1 referrers of `digest`;
+    /// returns what was attached (name and manifest digest) and how the
+    /// source offered referrers.
+    async fn copy_attachments(
+        &self,
+        digest: &Digest,
+    ) -> Result<(Vec<(String, Digest)>, Referrers), ImportError> {
+        let (stores, from, to) = (self.stores, &self.from, &self.to);
+        let mut attached = Vec::new();
+        for suffix in ATTACHMENT_SUFFIXES {
+            let tag = format!("{}{suffix}", digest.tag_form());
+            if let Some(bytes) = from.tagged(stores, &tag).await? {
+                let attachment = Digest::of(&bytes);
+                let (bytes, media_type) = self.copy_tree(&attachment).await?;
+                to.put_manifest(stores, &bytes, &media_type, Some(&tag)).await?;
+                attached.push((tag, attachment));
+            }
+        }
+        let (entries, mechanism) = match from {
+            Place::Registry(r) => stores.registry().referrers(r, digest).await?,
+            Place::Layout(_) => match from.tagged(stores, &digest.tag_form()).await? {
+                Some(index) => (
+                    manifest::index_entries(&index).unwrap_or_default(),
+                    Referrers::TagFallback,
+                ),
+                None => (Vec::new(), Referrers::None),
+            },
+        };
+        for entry in &entries {
+            let Some(referrer) = entry
+                .get("digest")
+                .and_then(Value::as_str)
+                .and_then(|d| d.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            self.copy_tree(&referrer).await?;
+            attached.push((format!("referrer {referrer}"), referrer));
+        }
+        // Registries without the Referrers API (and layouts) find referrers
+        // through the tag-fallback index: carry it, after its members.
+        if !entries.is_empty()
+            && let Some(index) = from.tagged(stores, &digest.tag_form()).await?
+        {
+            to.put_manifest(stores, &index, manifest::OCI_INDEX, Some(&digest.tag_form()))
+                .await?;
+        }
+        Ok((attached, mechanism))
     }
 }
 
-async fn transfer_blob(
-    stores: &Stores,
-    from: &Place,
-    to: &Place,
-    digest: &Digest,
-    size: u64,
-    stats: &mut Stats,
-) -> Result<(), ImportError> {
-    let blob_error = |detail: String| ImportError::Blob {
+/// `os/arch` matches any variant of that architecture (as `docker pull
+/// --platform linux/arm64` takes `linux/arm64/v8`); `os/arch/variant`
+/// matches only that variant.
+fn platform_matches(wanted: &str, platform: &manifest::Platform) -> bool {
+    wanted == platform.spelled() || wanted == format!("{}/{}", platform.os, platform.architecture)
+}
+
+fn media_type_of(bytes: &[u8], digest: &Digest) -> Result<String, ImportError> {
+    manifest::summarize(bytes, None)
+        .map(|summary| summary.media_type)
+        .map_err(|e| ImportError::Manifest {
+            digest: digest.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// The blobs an image manifest references (config first), with sizes.
+fn manifest_blobs(bytes: &[u8], digest: &Digest) -> Result<Vec<(Digest, u64)>, ImportError> {
+    let parsed: Value = serde_json::from_slice(bytes).map_err(|e| ImportError::Manifest {
         digest: digest.clone(),
-        detail,
+        detail: e.to_string(),
+    })?;
+    let descriptor = |value: &Value| -> Option<(Digest, u64)> {
+        Some((
+            value.get("digest")?.as_str()?.parse().ok()?,
+            value.get("size")?.as_u64()?,
+        ))
     };
-    match (from, to) {
-        (Place::Registry(source), Place::Registry(target)) => {
-            if source.registry == target.registry
-                && source.repository != target.repository
-                && stores.registry().mount_blob(target, source, digest).await?
-            {
-                stats.mounted += 1;
-                return Ok(());
-            }
-            let stream = stores.registry().blob_stream(source, digest).await?;
-            stores
-                .registry()
-                .upload_blob_stream(target, digest, size, verified(stream, digest.clone()))
-                .await?;
-        }
-        (Place::Layout(source), Place::Registry(target)) => {
-            let file = tokio::fs::File::open(source.blob_path(digest))
-                .await
-                .map_err(|e| blob_error(format!("{}: {e}", source.blob_path(digest).display())))?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-            stores
-                .registry()
-                .upload_blob_stream(target, digest, size, verified(stream, digest.clone()))
-                .await?;
-        }
-        (Place::Registry(source), Place::Layout(target)) => {
-            let stream = stores.registry().blob_stream(source, digest).await?;
-            let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-            let (target, expected) = (target.clone(), digest.clone());
-            off_thread(move || target.write_blob(&expected, reader)).await?;
-        }
-        (Place::Layout(source), Place::Layout(target)) => {
-            let (source, target, expected) = (source.clone(), target.clone(), digest.clone());
-            off_thread(move || {
-                let file = source.open_blob(&expected)?;
-                target.write_blob(&expected, file)
-            })
-            .await?;
-        }
-    }
-    stats.copied += 1;
-    stats.bytes += size;
-    Ok(())
+    let config = parsed.get("config").into_iter();
+    let layers = parsed["layers"].as_array().into_iter().flatten();
+    Ok(config.chain(layers).filter_map(descriptor).collect())
+}
+
+fn manifest_config(bytes: &[u8], digest: &Digest) -> Result<Digest, ImportError> {
+    manifest_blobs(bytes, digest)?
+        .into_iter()
+        .next()
+        .map(|(config, _)| config)
+        .ok_or_else(|| ImportError::Manifest {
+            digest: digest.clone(),
+            detail: "it has no config".into(),
+        })
 }
 
 /// The child manifests of an index (none for an image manifest).
@@ -374,53 +623,6 @@ fn index_children(bytes: &[u8], media_type: &str) -> Vec<Digest> {
         .iter()
         .filter_map(|child| child.get("digest")?.as_str()?.parse().ok())
         .collect()
-}
-
-/// Copies the manifest `digest` and everything it references, children
-/// first; returns its bytes and media type. Does nothing but read when the
-/// target already has it.
-async fn copy_tree(
-    stores: &Stores,
-    from: &Place,
-    to: &Place,
-    digest: &Digest,
-    stats: &mut Stats,
-) -> Result<(Vec<u8>, String), ImportError> {
-    let bytes = from.manifest(stores, digest).await?;
-    let summary = manifest::summarize(&bytes, None).map_err(|e| ImportError::Manifest {
-        digest: digest.clone(),
-        detail: e.to_string(),
-    })?;
-    let media_type = summary.media_type;
-    if to.has_manifest(stores, digest).await? {
-        return Ok((bytes, media_type));
-    }
-    let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| ImportError::Manifest {
-        digest: digest.clone(),
-        detail: e.to_string(),
-    })?;
-    let descriptor = |value: &Value| -> Option<(Digest, u64)> {
-        Some((
-            value.get("digest")?.as_str()?.parse().ok()?,
-            value.get("size")?.as_u64()?,
-        ))
-    };
-    if manifest::is_index(&media_type) {
-        for child in index_children(&bytes, &media_type) {
-            Box::pin(copy_tree(stores, from, to, &child, stats)).await?;
-        }
-    } else {
-        let config = parsed.get("config").into_iter();
-        let layers = parsed["layers"].as_array().into_iter().flatten();
-        for blob in config.chain(layers) {
-            if let Some((blob_digest, size)) = descriptor(blob) {
-                copy_blob(stores, from, to, &blob_digest, size, stats).await?;
-            }
-        }
-    }
-    to.put_manifest(stores, &bytes, &media_type, None).await?;
-    stats.manifests += 1;
-    Ok((bytes, media_type))
 }
 
 fn place_of(image: &ImageRef) -> Result<Place, ImportError> {
@@ -454,176 +656,177 @@ fn target_of(
     Ok(reference.parse()?)
 }
 
-async fn import_record(
-    stores: &Stores,
-    options: &ImportOptions,
-    origin: Origin,
-    mut record: Record,
-) -> Record {
-    let fail = |mut record: Record, code: &str, message: String| {
-        record.fail(STEP, code, format!("{origin}: {message}"));
-        record
-    };
-    let Some(image) = record.image().map(str::to_string) else {
-        return fail(record, "missing-field", "record has no \"image\"".into());
-    };
-    let digest = match record.digest() {
-        Ok(Some(digest)) => digest,
-        _ => {
-            return fail(
-                record,
-                "missing-field",
-                "record has no \"digest\": run os-digest first".into(),
-            );
-        }
-    };
-    let source: ImageRef = match image.parse() {
-        Ok(source) => source,
-        Err(error) => return fail(record, "bad-reference", format!("field \"image\": {error}")),
-    };
-    let target = match target_of(&options.destination, &source, record.get_str(field::SERVICE)) {
-        Ok(target) => target,
-        Err(error) => return fail(record, "bad-reference", error.to_string()),
-    };
-    if let Destination::Layout(dir) = &options.destination
-        && let Err(error) = Layout::create(dir)
-    {
-        return fail(record, error.code(), error.to_string());
-    }
-    let started = Instant::now();
-    let mut stats = Stats::default();
-    let mut tags: Vec<String> = record
-        .get_str(field::TAG)
-        .map(str::to_string)
-        .into_iter()
-        .collect();
-    tags.extend(options.tags.iter().cloned());
-    let outcome = async {
-        let from = place_of(&source)?;
-        let to = place_of(&target)?;
-        let (bytes, media_type) = copy_tree(stores, &from, &to, &digest, &mut stats).await?;
-        for tag in &tags {
-            to.put_manifest(stores, &bytes, &media_type, Some(tag)).await?;
-        }
-        if matches!(to, Place::Layout(_)) && tags.is_empty() {
-            // A layout lists only what index.json names: name it by digest.
-            to.put_manifest(stores, &bytes, &media_type, Some(&digest.tag_form()))
-                .await?;
-        }
-        let mut attached = Vec::new();
-        let mut mechanism = Referrers::None;
-        if options.attachments {
-            (attached, mechanism) = copy_attachments(stores, &from, &to, &digest, &mut stats).await?;
-            // Platform images of an index are signed and attested too
-            // (cosign sign --recursive, per-platform SBOMs).
-            for child in index_children(&bytes, &media_type) {
-                let (child_attached, _) = copy_attachments(stores, &from, &to, &child, &mut stats).await?;
-                attached.extend(child_attached);
-            }
-        }
-        // Listed again: anything attached at the source must be at the target.
-        for (what, attached_digest) in &attached {
-            if !to.has_manifest(stores, attached_digest).await? {
-                return Err(ImportError::Missing { what: what.clone() });
-            }
-        }
-        let target_mechanism = match &to {
-            Place::Registry(r) if stores.registry().has_referrers_api(r, &digest).await? => "referrers-api",
-            Place::Registry(_) | Place::Layout(_) => "tag-fallback",
+impl Importer {
+    async fn import_record(&self, stores: &Stores, origin: Origin, mut record: Record) -> Record {
+        let options = &self.options;
+        let fail = |mut record: Record, code: &str, message: String| {
+            record.fail(STEP, code, format!("{origin}: {message}"));
+            record
         };
-        Ok::<_, ImportError>((attached, mechanism, target_mechanism))
-    }
-    .await;
-    match outcome {
-        Ok((attached, mechanism, target_mechanism)) => {
-            record.set(field::IMAGE, target.location());
+        let Some(image) = record.image().map(str::to_string) else {
+            return fail(record, "missing-field", "record has no \"image\"".into());
+        };
+        let digest = match record.digest() {
+            Ok(Some(digest)) => digest,
+            _ => {
+                return fail(
+                    record,
+                    "missing-field",
+                    "record has no \"digest\": run os-digest first".into(),
+                );
+            }
+        };
+        let source: ImageRef = match image.parse() {
+            Ok(source) => source,
+            Err(error) => return fail(record, "bad-reference", format!("field \"image\": {error}")),
+        };
+        let target = match target_of(&options.destination, &source, record.get_str(field::SERVICE)) {
+            Ok(target) => target,
+            Err(error) => return fail(record, "bad-reference", error.to_string()),
+        };
+        if let Destination::Layout(dir) = &options.destination
+            && let Err(error) = Layout::create(dir)
+        {
+            return fail(record, error.code(), error.to_string());
+        }
+        let started = Instant::now();
+        let mut tags: Vec<String> = record
+            .get_str(field::TAG)
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        tags.extend(options.tags.iter().cloned());
+        // sha256: and 12 hex digits, as docker shows image IDs.
+        let label = format!("{}@{}", source.last_segment(), &digest.to_string()[..19]);
+        let progress = self.progress.bytes(&label);
+        let copy = async {
+            let copier = Copier {
+                stores,
+                from: place_of(&source)?,
+                to: place_of(&target)?,
+                stats: Stats::default(),
+                progress: progress.clone(),
+                transfers: &self.transfers,
+            };
+            let copied = if options.platforms.is_empty() {
+                let (bytes, media_type) = copier.copy_tree(&digest).await?;
+                Copied {
+                    bytes,
+                    media_type,
+                    digest: digest.clone(),
+                }
+            } else {
+                copier.copy_platforms(&digest, &options.platforms).await?
+            };
+            let to = &copier.to;
+            for tag in &tags {
+                to.put_manifest(stores, &copied.bytes, &copied.media_type, Some(tag))
+                    .await?;
+            }
+            if matches!(to, Place::Layout(_)) && tags.is_empty() {
+                // A layout lists only what index.json names: name it by digest.
+                to.put_manifest(
+                    stores,
+                    &copied.bytes,
+                    &copied.media_type,
+                    Some(&copied.digest.tag_form()),
+                )
+                .await?;
+            }
+            let mut attached = Vec::new();
+            let mut mechanism = Referrers::None;
+            if options.attachments {
+                if copied.digest == digest {
+                    (attached, mechanism) = copier.copy_attachments(&digest).await?;
+                } else {
+                    tracing::warn!(
+                        "{source}@{digest}: --platform made a new index {}; what is attached to {digest} \
+                         (its signatures among it) does not apply to it and was left behind: sign it again",
+                        copied.digest
+                    );
+                }
+                // Platform images of an index are signed and attested too
+                // (cosign sign --recursive, per-platform SBOMs).
+                for child in index_children(&copied.bytes, &copied.media_type) {
+                    let (child_attached, _) = copier.copy_attachments(&child).await?;
+                    attached.extend(child_attached);
+                }
+            }
+            // Listed again: anything attached at the source must be at the target.
+            for (what, attached_digest) in &attached {
+                if !to.has_manifest(stores, attached_digest).await? {
+                    return Err(ImportError::Missing { what: what.clone() });
+                }
+            }
+            let target_mechanism = match to {
+                Place::Registry(r) if stores.registry().has_referrers_api(r, &copied.digest).await? => {
+                    "referrers-api"
+                }
+                Place::Registry(_) | Place::Layout(_) => "tag-fallback",
+            };
+            Ok::<_, ImportError>((copier.stats, copied, attached, mechanism, target_mechanism))
+        };
+        let (stats, copied, attached, mechanism, target_mechanism) = match copy.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                progress.abandon_with_message("failed");
+                return fail(
+                    record,
+                    error.code(),
+                    format!("importing {source}@{digest} to {target}: {error}"),
+                );
+            }
+        };
+        progress.finish_with_message(format!(
+            "-> {}: {} blobs copied, {} mounted, {} skipped",
+            target.location(),
+            total(&stats.copied),
+            total(&stats.mounted),
+            total(&stats.skipped)
+        ));
+        record.set(field::IMAGE, target.location());
+        let mut event = Event::new(STEP, &options.tool)
+            .with("from", source.location())
+            .with("to", target.location())
+            .with("bytes", total(&stats.bytes))
+            .with("blobsCopied", total(&stats.copied))
+            .with("blobsMounted", total(&stats.mounted))
+            .with("blobsSkipped", total(&stats.skipped))
+            .with("manifests", total(&stats.manifests))
+            .with(
+                "attached",
+                attached.into_iter().map(|(what, _)| what).collect::<Vec<_>>(),
+            )
+            .with("targetReferrers", target_mechanism)
+            .with(
+                "sourceReferrers",
+                match mechanism {
+                    Referrers::Api => "referrers-api",
+                    Referrers::TagFallback => "tag-fallback",
+                    Referrers::None => "none",
+                },
+            )
+            .with("durationMs", started.elapsed().as_millis() as u64);
+        if copied.digest == digest {
             debug_assert_eq!(
                 record.digest().ok().flatten(),
                 Some(digest.clone()),
                 "the digest never changes"
             );
-            record.push_event(
-                Event::new(STEP, &options.tool)
-                    .with("from", source.location())
-                    .with("to", target.location())
-                    .with("bytes", stats.bytes)
-                    .with("blobsCopied", stats.copied)
-                    .with("blobsMounted", stats.mounted)
-                    .with("blobsSkipped", stats.skipped)
-                    .with("manifests", stats.manifests)
-                    .with(
-                        "attached",
-                        attached.into_iter().map(|(what, _)| what).collect::<Vec<_>>(),
-                    )
-                    .with("targetReferrers", target_mechanism)
-                    .with(
-                        "sourceReferrers",
-                        match mechanism {
-                            Referrers::Api => "referrers-api",
-                            Referrers::TagFallback => "tag-fallback",
-                            Referrers::None => "none",
-                        },
-                    )
-                    .with("durationMs", started.elapsed().as_millis() as u64),
-            );
-            record
+        } else {
+            // Asked for with --platform and --allow-digest-change: the record
+            // now names the narrowed index, and the event says where it came from.
+            let platforms = manifest::summarize(&copied.bytes, None)
+                .map(|s| s.platforms)
+                .unwrap_or_default();
+            record.set(field::DIGEST, copied.digest.to_string());
+            record.set(field::SIZE, copied.bytes.len() as u64);
+            record.set(field::PLATFORMS, platforms.clone());
+            event = event
+                .with("sourceDigest", digest.to_string())
+                .with("platforms", platforms);
         }
-        Err(error) => fail(
-            record,
-            error.code(),
-            format!("importing {source}@{digest} to {target}: {error}"),
-        ),
+        record.push_event(event);
+        record
     }
-}
-
-/// Copies cosign's attachment tags and OCI 1.1 referrers of `digest`;
-/// returns what was attached (name and manifest digest) and how the source
-/// offered referrers.
-async fn copy_attachments(
-    stores: &Stores,
-    from: &Place,
-    to: &Place,
-    digest: &Digest,
-    stats: &mut Stats,
-) -> Result<(Vec<(String, Digest)>, Referrers), ImportError> {
-    let mut attached = Vec::new();
-    for suffix in ATTACHMENT_SUFFIXES {
-        let tag = format!("{}{suffix}", digest.tag_form());
-        if let Some(bytes) = from.tagged(stores, &tag).await? {
-            let attachment = Digest::of(&bytes);
-            let (bytes, media_type) = copy_tree(stores, from, to, &attachment, stats).await?;
-            to.put_manifest(stores, &bytes, &media_type, Some(&tag)).await?;
-            attached.push((tag, attachment));
-        }
-    }
-    let (entries, mechanism) = match from {
-        Place::Registry(r) => stores.registry().referrers(r, digest).await?,
-        Place::Layout(_) => match from.tagged(stores, &digest.tag_form()).await? {
-            Some(index) => (
-                manifest::index_entries(&index).unwrap_or_default(),
-                Referrers::TagFallback,
-            ),
-            None => (Vec::new(), Referrers::None),
-        },
-    };
-    for entry in &entries {
-        let Some(referrer) = entry
-            .get("digest")
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<Digest>().ok())
-        else {
-            continue;
-        };
-        copy_tree(stores, from, to, &referrer, stats).await?;
-        attached.push((format!("referrer {referrer}"), referrer));
-    }
-    // Registries without the Referrers API (and layouts) find referrers
-    // through the tag-fallback index: carry it, after its members.
-    if !entries.is_empty()
-        && let Some(index) = from.tagged(stores, &digest.tag_form()).await?
-    {
-        to.put_manifest(stores, &index, manifest::OCI_INDEX, Some(&digest.tag_form()))
-            .await?;
-    }
-    Ok((attached, mechanism))
 }

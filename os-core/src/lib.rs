@@ -15,6 +15,7 @@ pub mod import;
 pub mod key;
 pub mod layout;
 pub mod manifest;
+pub mod progress;
 pub mod record;
 pub mod reference;
 pub mod registry;

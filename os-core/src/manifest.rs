@@ -72,6 +72,45 @@ pub fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, serde_json:
         .unwrap_or_default())
 }
 
+/// The real platform of an index entry; `None` for entries without one
+/// and for the `unknown/unknown` attestation manifests builders add.
+pub fn entry_platform(entry: &serde_json::Value) -> Option<Platform> {
+    let platform: Platform = serde_json::from_value(entry.get("platform")?.clone()).ok()?;
+    (platform.os != "unknown").then_some(platform)
+}
+
+/// Annotation by which BuildKit ties an attestation manifest to the
+/// platform image it describes.
+const ATTESTATION_FOR: &str = "vnd.docker.reference.digest";
+
+/// The index entries whose platform `keep` accepts, with the attestation
+/// manifests of those platform images; input order is kept.
+pub fn entries_for_platforms(
+    entries: &[serde_json::Value],
+    keep: impl Fn(&Platform) -> bool,
+) -> Vec<serde_json::Value> {
+    let kept_digests: Vec<&str> = entries
+        .iter()
+        .filter(|entry| entry_platform(entry).is_some_and(|p| keep(&p)))
+        .filter_map(|entry| entry.get("digest")?.as_str())
+        .collect();
+    entries
+        .iter()
+        .filter(|entry| {
+            let digest = entry.get("digest").and_then(serde_json::Value::as_str);
+            let describes = entry
+                .pointer(&format!(
+                    "/annotations/{}",
+                    ATTESTATION_FOR.replace('~', "~0").replace('/', "~1")
+                ))
+                .and_then(serde_json::Value::as_str);
+            digest.is_some_and(|d| kept_digests.contains(&d))
+                || (entry_platform(entry).is_none() && describes.is_some_and(|d| kept_digests.contains(&d)))
+        })
+        .cloned()
+        .collect()
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
@@ -134,6 +173,29 @@ mod tests {
         let summary = summarize(index.as_bytes(), None).unwrap();
         assert_eq!(summary.media_type, OCI_INDEX);
         assert_eq!(summary.platforms, ["linux/amd64", "linux/arm64/v8"]);
+    }
+
+    #[test]
+    fn platform_selection_keeps_the_attestations_of_kept_platforms_only() {
+        let entry = |digest: &str, platform: &str, describes: Option<&str>| {
+            let (os, arch) = platform.split_once('/').unwrap();
+            let mut value =
+                serde_json::json!({"digest": digest, "platform": {"os": os, "architecture": arch}});
+            if let Some(d) = describes {
+                value["annotations"] = serde_json::json!({ ATTESTATION_FOR: d });
+            }
+            value
+        };
+        let entries = [
+            entry("sha256:a", "linux/amd64", None),
+            entry("sha256:b", "linux/arm64", None),
+            entry("sha256:c", "unknown/unknown", Some("sha256:a")),
+            entry("sha256:d", "unknown/unknown", Some("sha256:b")),
+        ];
+        let kept = entries_for_platforms(&entries, |p| p.architecture == "amd64");
+        let digests: Vec<_> = kept.iter().map(|e| e["digest"].as_str().unwrap()).collect();
+        assert_eq!(digests, ["sha256:a", "sha256:c"]);
+        assert!(entry_platform(&entries[2]).is_none());
     }
 
     #[test]

@@ -29,6 +29,18 @@ struct Args {
     #[arg(long)]
     no_signatures: bool,
 
+    /// Copy only this platform of an index (OS/ARCH[/VARIANT], repeatable).
+    /// This writes a new index, so the digest changes and the index's
+    /// signatures stay behind: it needs --allow-digest-change.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", requires = "allow_digest_change",
+          value_parser = platform)]
+    platforms: Vec<String>,
+
+    /// Accept that --platform gives the target a new digest (the record's
+    /// digest is updated and the import event names the source digest).
+    #[arg(long, requires = "platforms")]
+    allow_digest_change: bool,
+
     /// Images to import ad hoc (resolved to digests first).
     #[arg(value_name = "REFERENCE")]
     references: Vec<String>,
@@ -43,11 +55,21 @@ Examples:
   os-import --to prod.example.com/onestream dev.example.com/onestream/iam@sha256:…
   os-import --to oci:./airgap dev.example.com/onestream/iam@sha256:…
   os-import --to dev.example.com/onestream oci:./build/iam:1.4.2
+  os-import --to oci:./edge --platform linux/arm64 --allow-digest-change dev.example.com/onestream/iam:1.4.2
 
 Exit status:
   0  every record succeeded
   1  at least one record failed (it was written out as an error record)
   2  usage error or unreadable input (the message names the line)";
+
+fn platform(text: &str) -> Result<String, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    if (2..=3).contains(&parts.len()) && parts.iter().all(|part| !part.is_empty()) {
+        Ok(text.to_string())
+    } else {
+        Err("expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64 or linux/arm64/v8".into())
+    }
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -69,6 +91,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         destination,
         tags: args.tags,
         attachments: !args.no_signatures,
+        platforms: args.platforms,
         tool: concat!("os-import ", env!("CARGO_PKG_VERSION")).to_string(),
     };
     let stdin = std::io::BufReader::new(std::io::stdin());
