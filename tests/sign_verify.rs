@@ -811,3 +811,163 @@ fn offline_verification_against_an_exported_layout() {
         .assert()
         .code(2);
 }
+
+/// cosign 2.5 verifies Sigstore bundles only through `verify-attestation
+/// --new-bundle-format`, and needs a trusted root even for a key: an empty
+/// one, since a key (not Fulcio or a log) is the trust root here.
+fn cosign_verify_bundle(s: &Setup, public: &Path, reference: &str) -> std::process::Output {
+    let trusted_root = s.path("empty-trusted-root.json");
+    std::fs::write(
+        &trusted_root,
+        r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1","tlogs":[],"certificateAuthorities":[],"ctlogs":[],"timestampAuthorities":[]}"#,
+    )
+    .unwrap();
+    cosign(
+        &[
+            "verify-attestation",
+            "--new-bundle-format",
+            "--trusted-root",
+            trusted_root.to_str().unwrap(),
+            "--type",
+            "https://sigstore.dev/cosign/sign/v1",
+            "--key",
+            public.to_str().unwrap(),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            reference,
+        ],
+        PASSWORD,
+        s.dir.path(),
+    )
+}
+
+#[test]
+fn referrer_bundles_interoperate_with_cosign_both_ways() {
+    let s = Setup::new();
+    let (record, digest) = s.image("bundle/app", "bundle");
+    let reference = s.pinned("bundle/app", &digest);
+    let (key, public) = s.our_keys("ours");
+
+    // os-sign --storage referrers: a bundle attached through the tag
+    // fallback (distribution 2.8 has no Referrers API).
+    let signed = one(&s
+        .sign(&key, &record, &["--storage", "referrers", "-a", "team=iam"])
+        .success());
+    let event = signed["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["storage"], "referrers", "{event}");
+    assert_eq!(event["referrers"], "tag-fallback", "{event}");
+    assert_eq!(event["added"], true);
+    let fallback: Value = serde_json::from_slice(&images::inspect_raw(
+        &s.registry,
+        "bundle/app",
+        &digest.replace(':', "-"),
+    ))
+    .unwrap();
+    assert_eq!(
+        fallback["manifests"][0]["artifactType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    // No .sig tag was written.
+    assert!(
+        !s.cosign_verify(&public, &reference, &[]).status.success(),
+        "legacy cosign verify must find no .sig"
+    );
+    // The real cosign accepts our bundle, and refuses it for another key.
+    let output = cosign_verify_bundle(&s, &public, &reference);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, stranger) = s.cosign_keys("stranger");
+    assert!(!cosign_verify_bundle(&s, &stranger, &reference).status.success());
+
+    // os-verify accepts it (with the annotation), names the referrer, and
+    // refuses a wrong key or a missing annotation with their reasons.
+    let verified = one(&s
+        .verify(&public, &signed.to_string(), &["-a", "team=iam"])
+        .success());
+    let event = verified["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["verified"], true);
+    let referrer = fallback["manifests"][0]["digest"].as_str().unwrap();
+    assert_eq!(
+        event["signature"],
+        format!("{}/bundle/app@{referrer}", s.registry.host())
+    );
+    assert_eq!(
+        one(&s.verify(&stranger, &record, &[]).code(1))["error"]["code"],
+        "key-mismatch"
+    );
+    assert_eq!(
+        one(&s.verify(&public, &record, &["-a", "team=payments"]).code(1))["error"]["code"],
+        "annotation-mismatch"
+    );
+
+    // Signing again with the same key and annotations adds nothing.
+    let again = one(&s
+        .sign(&key, &record, &["--storage", "referrers", "-a", "team=iam"])
+        .success());
+    let event = again["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["added"], false, "{event}");
+    let fallback: Value = serde_json::from_slice(&images::inspect_raw(
+        &s.registry,
+        "bundle/app",
+        &digest.replace(':', "-"),
+    ))
+    .unwrap();
+    assert_eq!(fallback["manifests"].as_array().unwrap().len(), 1);
+
+    // The bundle travels with os-import and verifies at the target.
+    let prod = TestRegistry::start();
+    let promoted = one(&tool("os-import")
+        .args(["--to", prod.host()])
+        .write_stdin(signed.to_string() + "\n")
+        .assert()
+        .success());
+    assert!(promoted["image"].as_str().unwrap().starts_with(prod.host()));
+    s.verify(&public, &promoted.to_string(), &["-a", "team=iam"])
+        .success();
+
+    // The other way: a bundle written by the real cosign 2.5 (`attest
+    // --new-bundle-format` with cosign 3's signature predicate type) is
+    // accepted by os-verify, though cosign lists it under the empty
+    // config's artifact type in its fallback index.
+    let (record2, digest2) = s.image("bundle/other", "bundle-other");
+    let reference2 = s.pinned("bundle/other", &digest2);
+    let (cosign_key, cosign_public) = s.cosign_keys("theirs");
+    let predicate = s.path("empty-predicate.json");
+    std::fs::write(&predicate, "{}").unwrap();
+    let attest = |kind: &str| {
+        cosign_ok(
+            &[
+                "attest",
+                "--yes",
+                "--new-bundle-format",
+                "--key",
+                cosign_key.to_str().unwrap(),
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "--type",
+                kind,
+                "--predicate",
+                predicate.to_str().unwrap(),
+                &reference2,
+            ],
+            PASSWORD,
+            s.dir.path(),
+        )
+    };
+    // An attestation of another type is not a signature...
+    attest("https://example.com/not-a-signature/v1");
+    assert_eq!(
+        one(&s.verify(&cosign_public, &record2, &[]).code(1))["error"]["code"],
+        "no-signature"
+    );
+    // ...cosign 3's signature predicate is.
+    attest("https://sigstore.dev/cosign/sign/v1");
+    let verified = one(&s.verify(&cosign_public, &record2, &[]).success());
+    assert_eq!(
+        verified["history"].as_array().unwrap().last().unwrap()["verified"],
+        true
+    );
+}

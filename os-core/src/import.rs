@@ -798,14 +798,7 @@ impl Importer {
                 attached.into_iter().map(|(what, _)| what).collect::<Vec<_>>(),
             )
             .with("targetReferrers", target_mechanism)
-            .with(
-                "sourceReferrers",
-                match mechanism {
-                    Referrers::Api => "referrers-api",
-                    Referrers::TagFallback => "tag-fallback",
-                    Referrers::None => "none",
-                },
-            )
+            .with("sourceReferrers", mechanism.label())
             .with("durationMs", started.elapsed().as_millis() as u64);
         if copied.digest == digest {
             debug_assert_eq!(

@@ -7,6 +7,7 @@
 //! and the shared command-line plumbing in [`cli`].
 
 pub mod azure;
+pub mod bundle;
 pub mod capture;
 pub mod cli;
 pub mod credentials;

@@ -350,6 +350,56 @@ impl Registry {
         }
     }
 
+    /// Pushes an OCI 1.1 referrer (a manifest with a `subject`) by digest
+    /// and makes it findable: a registry with the Referrers API indexes it
+    /// itself; otherwise a descriptor for it is added to the subject's
+    /// `sha256-<hex>` tag-fallback index (read, appended, written back: two
+    /// writers at the same instant can lose an entry, as with every client of
+    /// the fallback scheme). Returns the manifest's digest and the mechanism.
+    pub async fn push_referrer(
+        &self,
+        repository: &RegistryRef,
+        subject: &Digest,
+        manifest: Bytes,
+        artifact_type: &str,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Digest, Referrers), RegistryError> {
+        let size = manifest.len();
+        let digest = self
+            .push_manifest(repository, None, manifest::OCI_MANIFEST, manifest)
+            .await?;
+        if self.has_referrers_api(repository, subject).await? {
+            return Ok((digest, Referrers::Api));
+        }
+        let tag = subject.tag_form();
+        let fallback = repository.with_tag(&tag);
+        let mut entries = match self.fetch_manifest_if_any(&fallback).await? {
+            Some((body, _)) => index_entries(repository, &body)?,
+            None => Vec::new(),
+        };
+        let listed = entries.iter().any(|entry| {
+            entry.get("digest").and_then(serde_json::Value::as_str) == Some(&digest.to_string())
+        });
+        if !listed {
+            entries.push(serde_json::json!({
+                "mediaType": manifest::OCI_MANIFEST,
+                "digest": digest.to_string(),
+                "size": size,
+                "artifactType": artifact_type,
+                "annotations": annotations,
+            }));
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": manifest::OCI_INDEX,
+                "manifests": entries,
+            });
+            let body = serde_json::to_vec(&index).expect("a JSON value serialises");
+            self.push_manifest(&fallback, Some(&tag), manifest::OCI_INDEX, Bytes::from(body))
+                .await?;
+        }
+        Ok((digest, Referrers::TagFallback))
+    }
+
     /// A blob's bytes as a stream (layers are never held whole). The caller
     /// hashes what passes through.
     pub async fn blob_stream(
@@ -980,6 +1030,17 @@ pub enum Referrers {
     TagFallback,
     /// Neither holds anything.
     None,
+}
+
+impl Referrers {
+    /// How events name the mechanism.
+    pub fn label(self) -> &'static str {
+        match self {
+            Referrers::Api => "referrers-api",
+            Referrers::TagFallback => "tag-fallback",
+            Referrers::None => "none",
+        }
+    }
 }
 
 fn index_entries(repository: &RegistryRef, body: &[u8]) -> Result<Vec<serde_json::Value>, RegistryError> {

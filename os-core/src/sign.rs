@@ -9,13 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::bundle;
 use crate::capture;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::Signer;
 use crate::record::{Event, Record, field};
 use crate::reference::RegistryRef;
-use crate::registry::RegistryError;
+use crate::registry::{Referrers, RegistryError};
 use crate::signature;
 use crate::store::{Stores, located};
 use crate::stream::{self, Origin};
@@ -30,10 +31,24 @@ const SOURCE_ANNOTATIONS: [(&str, &str); 3] = [
     ("run", "dev.onestream.run"),
 ];
 
+/// Where a signature is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    /// cosign 2's `sha256-<hex>.sig` tag (what skopeo, podman and
+    /// policy-controller read by default).
+    #[default]
+    Tag,
+    /// cosign 3's default: a Sigstore bundle attached as an OCI 1.1
+    /// referrer (with the `sha256-<hex>` tag-fallback index where the
+    /// registry has no Referrers API).
+    Referrers,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SignOptions {
     /// `-a key=value`; they win over the ones derived from `source`.
     pub annotations: BTreeMap<String, String>,
+    pub storage: Storage,
     /// `os-sign 0.1.0`.
     pub tool: String,
 }
@@ -81,20 +96,34 @@ async fn sign_record(
         }
     }
     annotations.extend(options.annotations.clone());
-    let payload = signature::payload(&signature::docker_reference(&image), &digest, &annotations);
-    let signature_ref = image.with_tag(signature::signature_tag(&digest));
-    match store_signature(stores, signer, &signature_ref, payload).await {
-        Ok(added) => {
-            record.push_event(
-                Event::new(STEP, &options.tool)
-                    .with("signer", signer.reference())
-                    .with("keyId", signer.key_id())
-                    .with("signature", signature_ref.to_string())
-                    .with("added", added),
-            );
+    let stored = match options.storage {
+        Storage::Tag => {
+            let payload = signature::payload(&signature::docker_reference(&image), &digest, &annotations);
+            let signature_ref = image.with_tag(signature::signature_tag(&digest));
+            store_signature(stores, signer, &signature_ref, payload)
+                .await
+                .map(|added| (signature_ref.to_string(), added, None))
+                .map_err(|error| (signature_ref.to_string(), error))
+        }
+        Storage::Referrers => store_bundle(stores, signer, &image, &digest, &annotations)
+            .await
+            .map(|(referrer, added, mechanism)| (referrer, added, Some(mechanism)))
+            .map_err(|error| (format!("{image}@{digest} (as a referrer)"), error)),
+    };
+    match stored {
+        Ok((signature_ref, added, mechanism)) => {
+            let mut event = Event::new(STEP, &options.tool)
+                .with("signer", signer.reference())
+                .with("keyId", signer.key_id())
+                .with("signature", signature_ref)
+                .with("added", added);
+            if let Some(mechanism) = mechanism {
+                event = event.with("storage", "referrers").with("referrers", mechanism);
+            }
+            record.push_event(event);
             record
         }
-        Err(error) => {
+        Err((signature_ref, error)) => {
             record.fail(
                 STEP,
                 error.code(),
@@ -171,4 +200,85 @@ async fn store_signature(
         )
         .await?;
     Ok(true)
+}
+
+/// Attaches a Sigstore bundle signing `digest` as an OCI 1.1 referrer,
+/// unless one already verifies with this key for the same statement
+/// (same subject and annotations). Returns the referrer
+/// (`repository@digest`), whether it was added, and which referrer
+/// mechanism the registry offered.
+async fn store_bundle(
+    stores: &Stores,
+    signer: &Signer,
+    image: &RegistryRef,
+    digest: &Digest,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(String, bool, &'static str), SignError> {
+    let registry = stores.registry();
+    let name = signature::docker_reference(image);
+    let statement = bundle::statement(&name, digest, annotations);
+    let public = signer.public_key();
+    let (existing, _) = registry.referrers(image, digest).await?;
+    for entry in existing.iter().filter(|entry| bundle::may_be_bundle(entry)) {
+        let Some(referrer) = entry
+            .get("digest")
+            .and_then(Value::as_str)
+            .and_then(|d| d.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        let (manifest, _) = registry
+            .fetch_manifest(&image.with_digest(referrer.clone()), Some(&referrer))
+            .await?;
+        let Some(layer) = bundle::bundle_layer(&manifest) else {
+            continue;
+        };
+        let Ok(envelope) = bundle::parse_bundle(&registry.fetch_blob(image, &layer).await?) else {
+            continue;
+        };
+        let signed = envelope.signed_bytes();
+        if envelope.payload == statement && envelope.signatures.iter().any(|s| public.verify(s, &signed)) {
+            let mechanism = if registry.has_referrers_api(image, digest).await? {
+                Referrers::Api
+            } else {
+                Referrers::TagFallback
+            };
+            return Ok((format!("{image}@{referrer}"), false, mechanism.label()));
+        }
+    }
+    let signature = signer
+        .sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement))
+        .await?;
+    let key_digest: Digest = signer.key_id().parse().expect("a key id is a sha256 digest");
+    let hint = hex::decode(key_digest.hex()).expect("a digest is hex");
+    let bundle_bytes = bundle::bundle(&statement, &signature, &hint);
+    let (subject_bytes, served_type) = registry
+        .fetch_manifest(&image.with_digest(digest.clone()), Some(digest))
+        .await?;
+    let subject_type = crate::manifest::summarize(&subject_bytes, served_type.as_deref())
+        .map_err(|e| SignError::Existing(format!("the signed manifest: {e}")))?
+        .media_type;
+    let subject = serde_json::json!({
+        "mediaType": subject_type,
+        "digest": digest.to_string(),
+        "size": subject_bytes.len(),
+    });
+    let annotations = bundle::referrer_annotations(&crate::record::now_rfc3339());
+    let manifest = bundle::referrer_manifest(&subject, &bundle_bytes, &annotations);
+    registry
+        .upload_small_blob(image, Bytes::from(bundle_bytes))
+        .await?;
+    registry
+        .push_small_blob_once(image, Bytes::from_static(signature::EMPTY_CONFIG))
+        .await?;
+    let (referrer, mechanism) = registry
+        .push_referrer(
+            image,
+            digest,
+            Bytes::from(manifest),
+            bundle::BUNDLE_MEDIA_TYPE,
+            &annotations,
+        )
+        .await?;
+    Ok((format!("{image}@{referrer}"), true, mechanism.label()))
 }

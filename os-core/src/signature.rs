@@ -215,7 +215,7 @@ pub fn signature_descriptor(payload: &[u8], signature_base64: &str) -> Value {
 /// The OCI empty descriptor's content (image-spec 1.1), used as the
 /// `.sig` manifest's config.
 pub const EMPTY_CONFIG: &[u8] = b"{}";
-const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+pub const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
 /// A `.sig` manifest over `layers`, with the OCI empty config. cosign
 /// writes an image config listing the layers as `diff_ids`, but every

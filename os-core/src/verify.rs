@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::bundle;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::PublicKey;
@@ -80,6 +81,9 @@ pub struct Accepted {
     pub key_id: String,
     pub payload_digest: Digest,
     pub identity: String,
+    /// The referrer manifest that held it, for a Sigstore bundle (cosign 3);
+    /// `None` for a `.sig` layer.
+    pub bundle_referrer: Option<Digest>,
 }
 
 pub fn run(
@@ -150,11 +154,14 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
                     .with("keyId", accepted.key_id)
                     .with(
                         "signature",
-                        format!(
-                            "{}@{}",
-                            image.with_tag(signature::signature_tag(&digest)),
-                            accepted.payload_digest
-                        ),
+                        match &accepted.bundle_referrer {
+                            Some(referrer) => format!("{}@{referrer}", image.name()),
+                            None => format!(
+                                "{}@{}",
+                                image.with_tag(signature::signature_tag(&digest)),
+                                accepted.payload_digest
+                            ),
+                        },
                     )
                     .with("identity", accepted.identity)
                     .with("verified", true),
@@ -341,23 +348,46 @@ async fn find_accepted(
             for entry in entries {
                 let is_signature =
                     entry.get("artifactType").and_then(Value::as_str) == Some(COSIGN_SIGNATURE_ARTIFACT);
+                let is_bundle = bundle::may_be_bundle(&entry);
                 let referrer = entry
                     .get("digest")
                     .and_then(Value::as_str)
                     .and_then(|d| d.parse::<Digest>().ok());
-                let (true, Some(referrer)) = (is_signature, referrer) else {
+                let Some(referrer) = referrer.filter(|_| is_signature || is_bundle) else {
                     continue;
                 };
-                match source.by_digest(stores, image, &referrer, true).await {
-                    Ok(bytes) => {
-                        if let Some(accepted) =
-                            check_manifest(stores, source, policy, image, digest, &bytes, &mut note).await
-                        {
-                            return Ok(accepted);
-                        }
-                    }
+                let bytes = match source.by_digest(stores, image, &referrer, true).await {
+                    Ok(bytes) => bytes,
                     Err(error) => {
                         let (reason, message) = read_failure("referrer", error);
+                        note(reason, message);
+                        continue;
+                    }
+                };
+                if is_signature {
+                    if let Some(accepted) =
+                        check_manifest(stores, source, policy, image, digest, &bytes, &mut note).await
+                    {
+                        return Ok(accepted);
+                    }
+                    continue;
+                }
+                // A Sigstore bundle (cosign 3, os-sign --storage referrers).
+                let Some(layer) = bundle::bundle_layer(&bytes) else {
+                    continue;
+                };
+                match source.by_digest(stores, image, &layer, false).await {
+                    Ok(bundle_bytes) => match check_bundle(policy, image, digest, &bundle_bytes) {
+                        Ok(accepted) => {
+                            return Ok(Accepted {
+                                bundle_referrer: Some(referrer),
+                                ..accepted
+                            });
+                        }
+                        Err((reason, message)) => note(reason, message),
+                    },
+                    Err(error) => {
+                        let (reason, message) = read_failure("bundle", error);
                         note(reason, message);
                     }
                 }
@@ -425,6 +455,76 @@ pub fn check_signature(
         key_id: key.key_id(),
         payload_digest: Digest::of(payload),
         identity: parsed.docker_reference,
+        bundle_referrer: None,
+    })
+}
+
+/// Checks one Sigstore bundle (cosign 3's image signature: a DSSE-signed
+/// in-toto statement of type `https://sigstore.dev/cosign/sign/v1`)
+/// against the policy. Pure, like [`check_signature`]. The statement's
+/// subject name, when present, is the signed identity; cosign 3 leaves it
+/// out, and then only the digest binds the signature to the image.
+pub fn check_bundle(
+    policy: &VerifyPolicy,
+    image: &RegistryRef,
+    digest: &Digest,
+    bundle_bytes: &[u8],
+) -> Result<Accepted, (Reason, String)> {
+    let envelope =
+        bundle::parse_bundle(bundle_bytes).map_err(|e| (Reason::MalformedSignature, e.to_string()))?;
+    if envelope.payload_type != bundle::IN_TOTO_PAYLOAD_TYPE {
+        return Err((
+            Reason::NoSignature,
+            format!("a bundle of {} is not an image signature", envelope.payload_type),
+        ));
+    }
+    let signed = envelope.signed_bytes();
+    let key = policy
+        .keys
+        .iter()
+        .find(|key| envelope.signatures.iter().any(|s| key.verify(s, &signed)))
+        .ok_or_else(|| {
+            (
+                Reason::KeyMismatch,
+                "no bundle signature verifies with the given key(s)".to_string(),
+            )
+        })?;
+    let statement = bundle::parse_statement(&envelope.payload)
+        .map_err(|e| (Reason::MalformedSignature, e.to_string()))?;
+    if statement.predicate_type != bundle::SIGN_PREDICATE {
+        return Err((
+            Reason::NoSignature,
+            format!(
+                "an attestation of type {} is not an image signature",
+                statement.predicate_type
+            ),
+        ));
+    }
+    let Some((name, _)) = statement
+        .subjects
+        .iter()
+        .find(|(_, sha256)| sha256.as_deref() == Some(digest.hex()))
+    else {
+        let signed: Vec<_> = statement.subjects.iter().filter_map(|(_, d)| d.clone()).collect();
+        return Err((
+            Reason::DigestMismatch,
+            format!(
+                "the bundle signs sha256:{}, not this digest",
+                signed.join(", sha256:")
+            ),
+        ));
+    };
+    if let Some(name) = name {
+        check_identity(policy, image, name).map_err(|m| (Reason::IdentityMismatch, m))?;
+    }
+    if let Some(message) = missing_annotation(&policy.annotations, &statement.annotations) {
+        return Err((Reason::AnnotationMismatch, message));
+    }
+    Ok(Accepted {
+        key_id: key.key_id(),
+        payload_digest: Digest::of(&envelope.payload),
+        identity: name.clone().unwrap_or_else(|| image.name()),
+        bundle_referrer: None,
     })
 }
 

@@ -8,15 +8,17 @@ use clap::{Parser, Subcommand};
 use os_core::azure::CredentialKind;
 use os_core::cli::{self, CommonArgs, exit, key_value, runtime};
 use os_core::key::{self, KeyRef, Password, PublicKey, Signer};
-use os_core::sign::{self, SignOptions};
+use os_core::sign::{self, SignOptions, Storage};
 use zeroize::Zeroizing;
 
 /// Sign each record's digest the way `cosign sign --key` does, and pass the
 /// record on with a `sign` event.
 ///
-/// The signature is stored next to the image as the tag sha256-<hex>.sig
-/// (what cosign, skopeo, podman and policy-controller read). Signing the
-/// same digest again with the same key and annotations adds nothing.
+/// By default the signature is stored next to the image as the tag
+/// sha256-<hex>.sig (what cosign 2, skopeo, podman and policy-controller
+/// read); --storage referrers attaches a Sigstore bundle as an OCI 1.1
+/// referrer instead (cosign 3's default). Signing the same digest again
+/// with the same key and annotations adds nothing.
 #[derive(Debug, Parser)]
 #[command(name = "os-sign", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 struct Args {
@@ -38,6 +40,11 @@ struct Args {
     /// org.opencontainers.image.revision/source and dev.onestream.run.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE", value_parser = key_value)]
     annotations: Vec<(String, String)>,
+
+    /// Where the signature goes: tag (cosign 2's sha256-<hex>.sig) or
+    /// referrers (cosign 3's Sigstore bundle as an OCI 1.1 referrer).
+    #[arg(long, value_enum, default_value_t = Storage::Tag)]
+    storage: Storage,
 
     /// Image references to sign ad hoc (resolved to digests first).
     #[arg(value_name = "REFERENCE")]
@@ -126,6 +133,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 runtime().block_on(Signer::load(&key, &Password::EnvOrPrompt, args.azure_credential))?;
             let options = SignOptions {
                 annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
+                storage: args.storage,
                 tool: concat!("os-sign ", env!("CARGO_PKG_VERSION")).to_string(),
             };
             let stdin = std::io::BufReader::new(std::io::stdin());
