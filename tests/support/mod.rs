@@ -6,6 +6,8 @@
 //!
 //! - [`registry::TestRegistry`]: plain HTTP, HTTPS + htpasswd basic auth, or plain
 //!   HTTP + token auth backed by the in-process [`token_server::TokenServer`].
+//! - [`fault_proxy::FaultProxy`]: a proxy in front of a registry that injects
+//!   error statuses, connection resets and corrupt bytes on a schedule.
 //! - [`images`]: hand-written OCI image layouts (`single_arch`, `multi_arch`) and
 //!   `push` (with skopeo) into a `TestRegistry`.
 
@@ -14,6 +16,7 @@
 
 pub mod bins;
 pub mod cosign;
+pub mod fault_proxy;
 pub mod form;
 pub mod images;
 pub mod keyvault;
