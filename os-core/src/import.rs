@@ -139,6 +139,12 @@ pub enum ImportError {
     Missing { what: String },
     #[error("no valid target repository: {0}")]
     BadTarget(#[from] crate::reference::ReferenceError),
+    #[error("blob {digest}: reading from {place} broke off: {detail}")]
+    SourceBrokeOff {
+        digest: Digest,
+        place: String,
+        detail: String,
+    },
     #[error("{digest} has no platform {wanted} (it has: {available})")]
     NoPlatform {
         digest: Digest,
@@ -156,6 +162,7 @@ impl ImportError {
             ImportError::Missing { .. } => "incomplete-import",
             ImportError::BadTarget(_) => "bad-reference",
             ImportError::NoPlatform { .. } => "not-found",
+            ImportError::SourceBrokeOff { .. } => "registry-unreachable",
         }
     }
 }
@@ -289,34 +296,88 @@ impl Place {
     }
 }
 
-/// Passes a blob's chunks through while hashing and counting them, and
-/// ends the stream with an error if the bytes do not match `expected`, so
-/// the upload fails instead of committing.
+/// What went wrong on the source side of a streamed blob. The upload sees
+/// only a broken body; this says whose fault it was.
+enum SourceFault {
+    /// The bytes did not hash to the digest (or were not the declared size).
+    Mismatch(String),
+    /// Reading from the source failed part-way.
+    Read(String),
+}
+
+struct BlobCheck {
+    hasher: Option<Hasher>,
+    seen: u64,
+    fault: Option<SourceFault>,
+}
+
+type FaultSlot = Arc<Mutex<BlobCheck>>;
+
+/// Passes a blob's chunks through while hashing and counting them. The
+/// check runs on the chunk that completes the declared size — an HTTP
+/// client stops reading a body at its Content-Length, so a check after the
+/// last chunk would never run — and a mismatch (or a read error from the
+/// source) ends the stream with an error, so the upload fails instead of
+/// committing. The returned slot says which it was.
 fn verified(
     stream: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     expected: Digest,
+    size: u64,
     progress: ProgressBar,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let hasher = Arc::new(Mutex::new(Some(Hasher::default())));
-    let feeding = hasher.clone();
+) -> (
+    impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    FaultSlot,
+) {
+    let slot = Arc::new(Mutex::new(BlobCheck {
+        hasher: Some(Hasher::default()),
+        seen: 0,
+        fault: None,
+    }));
+    let checking = slot.clone();
     let body = stream.map(move |chunk| {
-        if let (Ok(bytes), Some(hasher)) = (&chunk, feeding.lock().expect("hasher").as_mut()) {
-            hasher.update(bytes);
-            progress.inc(bytes.len() as u64);
+        let mut check = checking.lock().expect("blob check");
+        let bytes = match chunk {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                check.fault = Some(SourceFault::Read(error.to_string()));
+                return Err(error);
+            }
+        };
+        check.seen += bytes.len() as u64;
+        progress.inc(bytes.len() as u64);
+        let mismatch = if check.seen > size {
+            Some(format!("more than the {size} bytes declared"))
+        } else {
+            if let Some(hasher) = check.hasher.as_mut() {
+                hasher.update(&bytes);
+            }
+            let complete = check.seen == size;
+            match check.hasher.take_if(|_| complete).map(Hasher::finish) {
+                Some(actual) if actual != expected => {
+                    Some(format!("content hashes to {actual}, not {expected}"))
+                }
+                _ => None,
+            }
+        };
+        match mismatch {
+            Some(message) => {
+                check.fault = Some(SourceFault::Mismatch(message.clone()));
+                Err(std::io::Error::other(message))
+            }
+            None => Ok(bytes),
         }
-        chunk
     });
-    let check = futures::stream::once(async move {
-        let actual = hasher.lock().expect("hasher").take().map(Hasher::finish);
-        match actual {
-            Some(actual) if actual != expected => Some(Err(std::io::Error::other(format!(
-                "content hashes to {actual}, not {expected}"
-            )))),
-            _ => None,
-        }
+    let ending = slot.clone();
+    let short = futures::stream::once(async move {
+        let mut check = ending.lock().expect("blob check");
+        (check.fault.is_none() && check.seen < size).then(|| {
+            let message = format!("the source sent {} of {size} bytes", check.seen);
+            check.fault = Some(SourceFault::Mismatch(message.clone()));
+            Err(std::io::Error::other(message))
+        })
     })
     .filter_map(futures::future::ready);
-    body.chain(check)
+    (body.chain(short), slot)
 }
 
 /// Transfers of one blob before giving up on transient faults (a
@@ -357,7 +418,12 @@ impl Copier<'_> {
         }
         let mut attempt = 1;
         loop {
-            match self.transfer_blob(digest, size).await {
+            let backoff = std::time::Duration::from_millis(200 << attempt);
+            let wait = match self.transfer_blob(digest, size).await {
+                Err(error @ ImportError::SourceBrokeOff { .. }) if attempt < BLOB_ATTEMPTS => {
+                    tracing::info!("{error}; transfer {attempt} failed, starting over");
+                    backoff
+                }
                 Err(ImportError::Registry(
                     error @ (RegistryError::Unreachable { .. }
                     | RegistryError::Status {
@@ -365,11 +431,19 @@ impl Copier<'_> {
                     }),
                 )) if attempt < BLOB_ATTEMPTS => {
                     tracing::info!("blob {digest}: {error}; transfer {attempt} failed, starting over");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-                    attempt += 1;
+                    match error {
+                        // As long as the registry asked, within reason.
+                        RegistryError::Status {
+                            retry_after: Some(asked),
+                            ..
+                        } => asked.clamp(backoff, std::time::Duration::from_secs(60)),
+                        _ => backoff,
+                    }
                 }
                 outcome => return outcome,
-            }
+            };
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
@@ -389,8 +463,10 @@ impl Copier<'_> {
                     return Ok(());
                 }
                 let stream = registry.blob_stream(source, digest).await?;
-                let body = verified(stream, digest.clone(), self.progress.clone());
-                registry.upload_blob_stream(target, digest, size, body).await?;
+                let (body, check) = verified(stream, digest.clone(), size, self.progress.clone());
+                let uploaded = registry.upload_blob_stream(target, digest, size, body).await;
+                source_fault(&check, digest, &format!("registry {}", source.registry))?;
+                uploaded?;
             }
             (Place::Layout(source), Place::Registry(target)) => {
                 let path = source.blob_path(digest);
@@ -398,8 +474,10 @@ impl Copier<'_> {
                     .await
                     .map_err(|e| blob_error(format!("{}: {e}", path.display())))?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                let body = verified(stream, digest.clone(), self.progress.clone());
-                registry.upload_blob_stream(target, digest, size, body).await?;
+                let (body, check) = verified(stream, digest.clone(), size, self.progress.clone());
+                let uploaded = registry.upload_blob_stream(target, digest, size, body).await;
+                source_fault(&check, digest, &format!("layout {}", path.display()))?;
+                uploaded?;
             }
             (Place::Registry(source), Place::Layout(target)) => {
                 let stream = registry.blob_stream(source, digest).await?;
@@ -566,6 +644,24 @@ impl Copier<'_> {
                 .await?;
         }
         Ok((attached, mechanism))
+    }
+}
+
+/// The source's part in a failed (or, for a short or corrupt body, even a
+/// seemingly finished) upload: its fault, named, wins over what the target
+/// said about the broken body.
+fn source_fault(check: &FaultSlot, digest: &Digest, source: &str) -> Result<(), ImportError> {
+    match check.lock().expect("blob check").fault.take() {
+        None => Ok(()),
+        Some(SourceFault::Mismatch(detail)) => Err(ImportError::Blob {
+            digest: digest.clone(),
+            detail: format!("from {source}: {detail}"),
+        }),
+        Some(SourceFault::Read(detail)) => Err(ImportError::SourceBrokeOff {
+            digest: digest.clone(),
+            place: source.to_string(),
+            detail,
+        }),
     }
 }
 

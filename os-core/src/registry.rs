@@ -89,6 +89,9 @@ pub enum RegistryError {
         what: String,
         status: u16,
         detail: String,
+        /// What the registry's `Retry-After` asked for (429, 503), so a
+        /// caller that restarts a whole transfer waits as long as asked.
+        retry_after: Option<Duration>,
     },
     #[error("{reference}: the registry served content whose digest is {actual}, not {expected}")]
     DigestMismatch {
@@ -657,6 +660,7 @@ impl Registry {
         if status.is_success() {
             return Ok(response);
         }
+        let retry_after = retry_after(response.headers());
         let detail = error_detail(response).await;
         Err(match status {
             StatusCode::NOT_FOUND => RegistryError::NotFound {
@@ -677,6 +681,7 @@ impl Registry {
                 what: format!("{what} of {reference}"),
                 status: status.as_u16(),
                 detail,
+                retry_after,
             },
         })
     }
