@@ -578,10 +578,7 @@ impl Copier<'_> {
         if kept.len() == entries.len() {
             return Ok(unchanged(self.copy_tree(digest).await?));
         }
-        let children: Vec<Digest> = kept
-            .iter()
-            .filter_map(|entry| entry.get("digest")?.as_str()?.parse().ok())
-            .collect();
+        let children: Vec<Digest> = kept.iter().filter_map(manifest::descriptor_digest).collect();
         index["manifests"] = Value::Array(kept);
         let narrowed = serde_json::to_vec(&index).expect("a JSON value serialises");
         futures::future::try_join_all(children.iter().map(|child| self.copy_tree(child))).await?;
@@ -625,11 +622,7 @@ impl Copier<'_> {
             },
         };
         for entry in &entries {
-            let Some(referrer) = entry
-                .get("digest")
-                .and_then(Value::as_str)
-                .and_then(|d| d.parse::<Digest>().ok())
-            else {
+            let Some(referrer) = manifest::descriptor_digest(entry) else {
                 continue;
             };
             self.copy_tree(&referrer).await?;
@@ -689,7 +682,7 @@ fn manifest_blobs(bytes: &[u8], digest: &Digest) -> Result<Vec<(Digest, u64)>, I
     })?;
     let descriptor = |value: &Value| -> Option<(Digest, u64)> {
         Some((
-            value.get("digest")?.as_str()?.parse().ok()?,
+            manifest::descriptor_digest(value)?,
             value.get("size")?.as_u64()?,
         ))
     };
@@ -717,7 +710,7 @@ fn index_children(bytes: &[u8], media_type: &str) -> Vec<Digest> {
     manifest::index_entries(bytes)
         .unwrap_or_default()
         .iter()
-        .filter_map(|child| child.get("digest")?.as_str()?.parse().ok())
+        .filter_map(manifest::descriptor_digest)
         .collect()
 }
 

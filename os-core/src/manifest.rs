@@ -72,6 +72,11 @@ pub fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, serde_json:
         .unwrap_or_default())
 }
 
+/// The digest a descriptor (an index entry, a layer) names, if valid.
+pub fn descriptor_digest(descriptor: &serde_json::Value) -> Option<Digest> {
+    descriptor.get("digest")?.as_str()?.parse().ok()
+}
+
 /// The real platform of an index entry; `None` for entries without one
 /// and for the `unknown/unknown` attestation manifests builders add.
 pub fn entry_platform(entry: &serde_json::Value) -> Option<Platform> {

@@ -220,11 +220,7 @@ async fn store_bundle(
     let public = signer.public_key();
     let (existing, _) = registry.referrers(image, digest).await?;
     for entry in existing.iter().filter(|entry| bundle::may_be_bundle(entry)) {
-        let Some(referrer) = entry
-            .get("digest")
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<Digest>().ok())
-        else {
+        let Some(referrer) = crate::manifest::descriptor_digest(entry) else {
             continue;
         };
         let (manifest, _) = registry

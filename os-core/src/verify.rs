@@ -349,10 +349,7 @@ async fn find_accepted(
                 let is_signature =
                     entry.get("artifactType").and_then(Value::as_str) == Some(COSIGN_SIGNATURE_ARTIFACT);
                 let is_bundle = bundle::may_be_bundle(&entry);
-                let referrer = entry
-                    .get("digest")
-                    .and_then(Value::as_str)
-                    .and_then(|d| d.parse::<Digest>().ok());
+                let referrer = crate::manifest::descriptor_digest(&entry);
                 let Some(referrer) = referrer.filter(|_| is_signature || is_bundle) else {
                     continue;
                 };
