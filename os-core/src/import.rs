@@ -28,7 +28,7 @@ use crate::progress::Progress;
 use crate::record::{Event, Record, field};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::{Referrers, RegistryError};
-use crate::store::Stores;
+use crate::store::{Place, StoreError, Stores};
 use crate::stream::{self, Origin};
 
 const STEP: &str = "import";
@@ -153,6 +153,15 @@ pub enum ImportError {
     },
 }
 
+impl From<StoreError> for ImportError {
+    fn from(error: StoreError) -> ImportError {
+        match error {
+            StoreError::Registry(error) => ImportError::Registry(error),
+            StoreError::Layout(error) => ImportError::Layout(error),
+        }
+    }
+}
+
 impl ImportError {
     fn code(&self) -> &'static str {
         match self {
@@ -184,116 +193,6 @@ fn count(counter: &AtomicU64, n: u64) {
 
 fn total(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
-}
-
-/// A place manifests and blobs live.
-#[derive(Clone)]
-enum Place {
-    Registry(RegistryRef),
-    Layout(Arc<Layout>),
-}
-
-impl Place {
-    async fn manifest(&self, stores: &Stores, digest: &Digest) -> Result<Vec<u8>, ImportError> {
-        match self {
-            Place::Registry(r) => Ok(stores
-                .registry()
-                .fetch_manifest(r, Some(digest))
-                .await?
-                .0
-                .to_vec()),
-            Place::Layout(layout) => {
-                let (layout, digest) = (layout.clone(), digest.clone());
-                Ok(off_thread(move || layout.read_blob(&digest)).await?)
-            }
-        }
-    }
-
-    /// A small blob (an image config), whole and digest-checked.
-    async fn small_blob(&self, stores: &Stores, digest: &Digest) -> Result<Vec<u8>, ImportError> {
-        match self {
-            Place::Registry(r) => Ok(stores.registry().fetch_blob(r, digest).await?.to_vec()),
-            Place::Layout(_) => self.manifest(stores, digest).await,
-        }
-    }
-
-    async fn tagged(&self, stores: &Stores, tag: &str) -> Result<Option<Vec<u8>>, ImportError> {
-        match self {
-            Place::Registry(r) => Ok(stores
-                .registry()
-                .fetch_manifest_if_any(&r.with_tag(tag))
-                .await?
-                .map(|(bytes, _)| bytes.to_vec())),
-            Place::Layout(layout) => {
-                let (layout, tag) = (layout.clone(), tag.to_string());
-                Ok(off_thread(move || layout.tagged_manifest(&tag)).await?)
-            }
-        }
-    }
-
-    async fn has_manifest(&self, stores: &Stores, digest: &Digest) -> Result<bool, ImportError> {
-        match self {
-            Place::Registry(r) => {
-                let path = format!("/v2/{}/manifests/{digest}", r.repository);
-                let response = stores
-                    .registry()
-                    .send(
-                        r,
-                        "pull",
-                        reqwest::Method::HEAD,
-                        &path,
-                        Some(manifest::ACCEPT_ALL),
-                    )
-                    .await?;
-                Ok(response.status().is_success())
-            }
-            Place::Layout(layout) => Ok(layout.has_blob(digest)),
-        }
-    }
-
-    async fn has_blob(&self, stores: &Stores, digest: &Digest) -> Result<bool, ImportError> {
-        match self {
-            Place::Registry(r) => Ok(stores.registry().blob_exists(r, digest).await?),
-            Place::Layout(layout) => Ok(layout.has_blob(digest)),
-        }
-    }
-
-    /// Writes manifest bytes (by digest, and under `tag` when given).
-    async fn put_manifest(
-        &self,
-        stores: &Stores,
-        bytes: &[u8],
-        media_type: &str,
-        tag: Option<&str>,
-    ) -> Result<(), ImportError> {
-        match self {
-            Place::Registry(r) => {
-                stores
-                    .registry()
-                    .push_manifest(r, tag, media_type, Bytes::copy_from_slice(bytes))
-                    .await?;
-                Ok(())
-            }
-            Place::Layout(layout) => {
-                let (layout, bytes, media_type, tag) = (
-                    layout.clone(),
-                    bytes.to_vec(),
-                    media_type.to_string(),
-                    tag.map(str::to_string),
-                );
-                off_thread(move || {
-                    let digest = Digest::of(&bytes);
-                    layout.write_blob(&digest, bytes.as_slice())?;
-                    if tag.is_some() {
-                        layout.add_manifest(&media_type, &digest, bytes.len() as u64, tag.as_deref())?;
-                    }
-                    Ok(())
-                })
-                .await?;
-                Ok(())
-            }
-        }
-    }
 }
 
 /// What went wrong on the source side of a streamed blob. The upload sees
@@ -550,7 +449,7 @@ impl Copier<'_> {
         };
         if !manifest::is_index(&media_type) {
             let config = manifest_config(&bytes, digest)?;
-            let config = self.from.small_blob(self.stores, &config).await?;
+            let config = self.from.blob(self.stores, &config).await?;
             let platform: manifest::Platform =
                 serde_json::from_slice(&config).map_err(|e| ImportError::Manifest {
                     digest: digest.clone(),
@@ -611,16 +510,7 @@ impl Copier<'_> {
                 attached.push((tag, attachment));
             }
         }
-        let (entries, mechanism) = match from {
-            Place::Registry(r) => stores.registry().referrers(r, digest).await?,
-            Place::Layout(_) => match from.tagged(stores, &digest.tag_form()).await? {
-                Some(index) => (
-                    manifest::index_entries(&index).unwrap_or_default(),
-                    Referrers::TagFallback,
-                ),
-                None => (Vec::new(), Referrers::None),
-            },
-        };
+        let (entries, mechanism) = from.referrers(stores, digest).await?;
         for entry in &entries {
             let Some(referrer) = manifest::descriptor_digest(entry) else {
                 continue;
@@ -681,10 +571,7 @@ fn manifest_blobs(bytes: &[u8], digest: &Digest) -> Result<Vec<(Digest, u64)>, I
         detail: e.to_string(),
     })?;
     let descriptor = |value: &Value| -> Option<(Digest, u64)> {
-        Some((
-            manifest::descriptor_digest(value)?,
-            value.get("size")?.as_u64()?,
-        ))
+        Some((manifest::descriptor_digest(value)?, value.get("size")?.as_u64()?))
     };
     let config = parsed.get("config").into_iter();
     let layers = parsed["layers"].as_array().into_iter().flatten();
@@ -712,13 +599,6 @@ fn index_children(bytes: &[u8], media_type: &str) -> Vec<Digest> {
         .iter()
         .filter_map(manifest::descriptor_digest)
         .collect()
-}
-
-fn place_of(image: &ImageRef) -> Result<Place, ImportError> {
-    match image {
-        ImageRef::Registry(r) => Ok(Place::Registry(r.with(None))),
-        ImageRef::Layout(l) => Ok(Place::Layout(Arc::new(Layout::open(&l.dir)?))),
-    }
 }
 
 fn target_of(
@@ -791,8 +671,8 @@ impl Importer {
         let copy = async {
             let copier = Copier {
                 stores,
-                from: place_of(&source)?,
-                to: place_of(&target)?,
+                from: Place::of(&source)?,
+                to: Place::of(&target)?,
                 stats: Stats::default(),
                 progress: progress.clone(),
                 transfers: &self.transfers,

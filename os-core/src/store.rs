@@ -2,12 +2,17 @@
 //! Tools ask a [`Stores`] about an [`ImageRef`] and never care which kind
 //! it is.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
 use crate::digest::Digest;
 use crate::layout::{Layout, LayoutError, off_thread};
+use crate::manifest;
 use crate::record::Record;
 use crate::reference::ImageRef;
 use crate::reference::RegistryRef;
-use crate::registry::{Registry, RegistryError, Resolved};
+use crate::registry::{Referrers, Registry, RegistryError, Resolved};
 use crate::stream::Origin;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,147 @@ impl Stores {
                         .await?;
                 Ok(resolved)
             }
+        }
+    }
+}
+
+/// One repository or one OCI layout: where manifests, blobs, tags and
+/// referrers of an image are read and written. Everything read by digest is
+/// checked against it.
+#[derive(Clone)]
+pub enum Place {
+    Registry(RegistryRef),
+    Layout(Arc<Layout>),
+}
+
+impl Place {
+    /// The repository or layout an image reference names (its tag or
+    /// digest aside).
+    pub fn of(image: &ImageRef) -> Result<Place, StoreError> {
+        match image {
+            ImageRef::Registry(r) => Ok(Place::Registry(r.with(None))),
+            ImageRef::Layout(l) => Ok(Place::Layout(Arc::new(Layout::open(&l.dir)?))),
+        }
+    }
+
+    pub async fn manifest(&self, stores: &Stores, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores
+                .registry()
+                .fetch_manifest(&r.with_digest(digest.clone()), Some(digest))
+                .await?
+                .0
+                .to_vec()),
+            Place::Layout(_) => self.blob(stores, digest).await,
+        }
+    }
+
+    /// A small blob (a config, a signature payload, a bundle), whole.
+    pub async fn blob(&self, stores: &Stores, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores.registry().fetch_blob(r, digest).await?.to_vec()),
+            Place::Layout(layout) => {
+                let (layout, digest) = (layout.clone(), digest.clone());
+                Ok(off_thread(move || layout.read_blob(&digest)).await?)
+            }
+        }
+    }
+
+    /// The manifest a tag names, if the tag exists.
+    pub async fn tagged(&self, stores: &Stores, tag: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores
+                .registry()
+                .fetch_manifest_if_any(&r.with_tag(tag))
+                .await?
+                .map(|(bytes, _)| bytes.to_vec())),
+            Place::Layout(layout) => {
+                let (layout, tag) = (layout.clone(), tag.to_string());
+                Ok(off_thread(move || layout.tagged_manifest(&tag)).await?)
+            }
+        }
+    }
+
+    pub async fn has_manifest(&self, stores: &Stores, digest: &Digest) -> Result<bool, StoreError> {
+        match self {
+            Place::Registry(r) => {
+                let path = format!("/v2/{}/manifests/{digest}", r.repository);
+                let response = stores
+                    .registry()
+                    .send(
+                        r,
+                        "pull",
+                        reqwest::Method::HEAD,
+                        &path,
+                        Some(manifest::ACCEPT_ALL),
+                    )
+                    .await?;
+                Ok(response.status().is_success())
+            }
+            Place::Layout(layout) => Ok(layout.has_blob(digest)),
+        }
+    }
+
+    pub async fn has_blob(&self, stores: &Stores, digest: &Digest) -> Result<bool, StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores.registry().blob_exists(r, digest).await?),
+            Place::Layout(layout) => Ok(layout.has_blob(digest)),
+        }
+    }
+
+    /// Writes manifest bytes (by digest, and under `tag` when given; a
+    /// layout lists only tagged manifests in its index).
+    pub async fn put_manifest(
+        &self,
+        stores: &Stores,
+        bytes: &[u8],
+        media_type: &str,
+        tag: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Place::Registry(r) => {
+                stores
+                    .registry()
+                    .push_manifest(r, tag, media_type, Bytes::copy_from_slice(bytes))
+                    .await?;
+            }
+            Place::Layout(layout) => {
+                let (layout, bytes, media_type, tag) = (
+                    layout.clone(),
+                    bytes.to_vec(),
+                    media_type.to_string(),
+                    tag.map(str::to_string),
+                );
+                off_thread(move || {
+                    let digest = Digest::of(&bytes);
+                    layout.write_blob(&digest, bytes.as_slice())?;
+                    if tag.is_some() {
+                        layout.add_manifest(&media_type, &digest, bytes.len() as u64, tag.as_deref())?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// OCI 1.1 referrers of `digest`: the Referrers API or its tag fallback
+    /// in a registry, the tag fallback in a layout; and which answered.
+    pub async fn referrers(
+        &self,
+        stores: &Stores,
+        digest: &Digest,
+    ) -> Result<(Vec<serde_json::Value>, Referrers), StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores.registry().referrers(r, digest).await?),
+            Place::Layout(_) => Ok(match self.tagged(stores, &digest.tag_form()).await? {
+                Some(index) => (
+                    manifest::index_entries(&index).unwrap_or_default(),
+                    Referrers::TagFallback,
+                ),
+                None => (Vec::new(), Referrers::None),
+            }),
         }
     }
 }

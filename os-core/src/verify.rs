@@ -15,12 +15,12 @@ use crate::bundle;
 use crate::cli::{CommonArgs, RunError};
 use crate::digest::Digest;
 use crate::key::PublicKey;
-use crate::layout::{Layout, LayoutError, off_thread};
+use crate::layout::{Layout, LayoutError};
 use crate::record::{Event, Record, field};
 use crate::reference::RegistryRef;
 use crate::registry::RegistryError;
 use crate::signature::{self, SIMPLE_SIGNING};
-use crate::store::{StoreError, Stores, located};
+use crate::store::{Place, StoreError, Stores, located};
 use crate::stream::{self, Origin, Work};
 
 const STEP: &str = "verify";
@@ -146,7 +146,7 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
         Ok(found) => found,
         Err(failed) => return failed,
     };
-    match find_accepted(stores, &policy.source, policy, &image, &digest).await {
+    match find_accepted(stores, &policy.source.place(&image), policy, &image, &digest).await {
         Ok(accepted) => {
             record.push_event(
                 Event::new(STEP, &policy.tool)
@@ -205,65 +205,11 @@ fn read_failure(what: &str, error: StoreError) -> (Reason, String) {
 }
 
 impl SignatureSource {
-    /// The manifest at `tag` in the image's repository (or the layout).
-    async fn tagged(
-        &self,
-        stores: &Stores,
-        image: &RegistryRef,
-        tag: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Where `image`'s signatures are read.
+    fn place(&self, image: &RegistryRef) -> Place {
         match self {
-            SignatureSource::Registry => Ok(stores
-                .registry()
-                .fetch_manifest_if_any(&image.with_tag(tag))
-                .await?
-                .map(|(bytes, _)| bytes.to_vec())),
-            SignatureSource::Layout(layout) => {
-                let (layout, tag) = (layout.clone(), tag.to_string());
-                Ok(off_thread(move || layout.tagged_manifest(&tag)).await?)
-            }
-        }
-    }
-
-    /// A manifest or blob by digest, checked against it.
-    async fn by_digest(
-        &self,
-        stores: &Stores,
-        image: &RegistryRef,
-        digest: &Digest,
-        manifest: bool,
-    ) -> Result<Vec<u8>, StoreError> {
-        match self {
-            SignatureSource::Registry if manifest => Ok(stores
-                .registry()
-                .fetch_manifest(&image.with_digest(digest.clone()), Some(digest))
-                .await?
-                .0
-                .to_vec()),
-            SignatureSource::Registry => Ok(stores.registry().fetch_blob(image, digest).await?.to_vec()),
-            SignatureSource::Layout(layout) => {
-                let (layout, digest) = (layout.clone(), digest.clone());
-                Ok(off_thread(move || layout.read_blob(&digest)).await?)
-            }
-        }
-    }
-
-    /// OCI 1.1 referrers of `digest`: the Referrers API or its tag fallback
-    /// in a registry, the tag fallback in a layout.
-    async fn referrers(
-        &self,
-        stores: &Stores,
-        image: &RegistryRef,
-        digest: &Digest,
-    ) -> Result<Vec<Value>, StoreError> {
-        match self {
-            SignatureSource::Registry => Ok(stores.registry().referrers(image, digest).await?.0),
-            SignatureSource::Layout(_) => {
-                let index = self.tagged(stores, image, &digest.tag_form()).await?;
-                Ok(index
-                    .and_then(|bytes| crate::manifest::index_entries(&bytes).ok())
-                    .unwrap_or_default())
-            }
+            SignatureSource::Registry => Place::Registry(image.clone()),
+            SignatureSource::Layout(layout) => Place::Layout(layout.clone()),
         }
     }
 }
@@ -272,7 +218,7 @@ impl SignatureSource {
 /// the most telling failure.
 async fn check_manifest(
     stores: &Stores,
-    source: &SignatureSource,
+    source: &Place,
     policy: &VerifyPolicy,
     image: &RegistryRef,
     digest: &Digest,
@@ -287,7 +233,7 @@ async fn check_manifest(
         }
     };
     for layer in layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING) {
-        let payload = match source.by_digest(stores, image, &layer.digest, false).await {
+        let payload = match source.blob(stores, &layer.digest).await {
             Ok(payload) => payload,
             Err(error) => {
                 let (reason, message) = read_failure("payload", error);
@@ -312,7 +258,7 @@ async fn check_manifest(
 
 async fn find_accepted(
     stores: &Stores,
-    source: &SignatureSource,
+    source: &Place,
     policy: &VerifyPolicy,
     image: &RegistryRef,
     digest: &Digest,
@@ -325,7 +271,7 @@ async fn find_accepted(
     };
     // cosign's tag scheme first (what cosign 2 writes by default)...
     let tag = signature::signature_tag(digest);
-    match source.tagged(stores, image, &tag).await {
+    match source.tagged(stores, &tag).await {
         Ok(Some(bytes)) => {
             if let Some(accepted) =
                 check_manifest(stores, source, policy, image, digest, &bytes, &mut note).await
@@ -343,8 +289,8 @@ async fn find_accepted(
         }
     }
     // ...then OCI 1.1 referrers (cosign --registry-referrers-mode=oci-1-1).
-    match source.referrers(stores, image, digest).await {
-        Ok(entries) => {
+    match source.referrers(stores, digest).await {
+        Ok((entries, _)) => {
             for entry in entries {
                 let is_signature =
                     entry.get("artifactType").and_then(Value::as_str) == Some(COSIGN_SIGNATURE_ARTIFACT);
@@ -353,7 +299,7 @@ async fn find_accepted(
                 let Some(referrer) = referrer.filter(|_| is_signature || is_bundle) else {
                     continue;
                 };
-                let bytes = match source.by_digest(stores, image, &referrer, true).await {
+                let bytes = match source.manifest(stores, &referrer).await {
                     Ok(bytes) => bytes,
                     Err(error) => {
                         let (reason, message) = read_failure("referrer", error);
@@ -373,7 +319,7 @@ async fn find_accepted(
                 let Some(layer) = bundle::bundle_layer(&bytes) else {
                     continue;
                 };
-                match source.by_digest(stores, image, &layer, false).await {
+                match source.blob(stores, &layer).await {
                     Ok(bundle_bytes) => match check_bundle(policy, image, digest, &bundle_bytes) {
                         Ok(accepted) => {
                             return Ok(Accepted {
