@@ -8,6 +8,7 @@
 
 pub mod azure;
 pub mod capture;
+pub mod ci_host;
 pub mod cli;
 pub mod credentials;
 pub mod digest;
