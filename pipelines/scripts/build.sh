@@ -41,6 +41,7 @@ os_require --service "$service" --registry "$registry" --tag "$tag" --out "$out"
 [ -z "$layout" ] || [ "$pushed" -eq 0 ] || os_usage_error "--layout and --pushed exclude each other"
 
 repository=$registry/$service
+mkdir -p "$(dirname "$out")"
 os_acr_login "$registry"
 if [ -n "$layout" ]; then
   [ -f "$layout/index.json" ] || os_die "$layout is not an OCI image layout (no index.json)"

@@ -55,6 +55,8 @@ case $mode in
   *) os_usage_error "--mode must be apply, gitops or render" ;;
 esac
 
+mkdir -p "$(dirname "$out")"
+
 # The governance gate. os-deploy has its own (a verify event for the current
 # image and digest); checking here too means a pipeline stops before it
 # touches a cluster credential.

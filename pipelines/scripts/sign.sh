@@ -38,6 +38,7 @@ while [ "$#" -gt 0 ]; do
 done
 os_require --key "$key" --in "$in" --out "$out"
 os_check_records "$in"
+mkdir -p "$(dirname "$out")"
 
 # AzureCLI@2 with addSpnToEnvironment hands the federated token over as a
 # variable; os-sign's workload-identity credential reads it from a file.

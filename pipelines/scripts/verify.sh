@@ -33,6 +33,7 @@ while [ "$#" -gt 0 ]; do
 done
 os_require --key "$key" --in "$in" --out "$out"
 os_check_records "$in"
+mkdir -p "$(dirname "$out")"
 
 mapfile -t images < <(jq -r '.image' "$in" | sort -u)
 os_acr_login "${images[@]}"
