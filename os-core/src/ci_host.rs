@@ -200,7 +200,7 @@ impl Reporter {
             digest: text(field::DIGEST),
             ..Row::default()
         };
-        if let Some(sign) = events("sign").last() {
+        if let Some(sign) = events("sign").next_back() {
             row.signer = match (event_text(sign, "signer"), event_text(sign, "keyId")) {
                 (Some(signer), Some(key)) => format!("{signer} (key {key})"),
                 (signer, key) => signer.or(key).unwrap_or_default(),
@@ -218,7 +218,7 @@ impl Reporter {
             }
         }
         row.imported = hops.join(" → ");
-        if let Some(verify) = events("verify").last() {
+        if let Some(verify) = events("verify").next_back() {
             let verified = verify.get("verified").and_then(Value::as_bool) == Some(true);
             let at = event_text(verify, "image").unwrap_or_default();
             let key = event_text(verify, "keyId")
@@ -230,10 +230,7 @@ impl Reporter {
                 format!("NOT verified at {at}{key}")
             };
         }
-        if let Some(deploy) = history
-            .iter()
-            .rfind(|event| event.get("step").and_then(Value::as_str) == Some("deploy"))
-        {
+        if let Some(deploy) = events("deploy").next_back() {
             row.deploy = deploy_target(deploy);
         }
         if let Some(Value::Object(error)) = record.get(field::ERROR) {
