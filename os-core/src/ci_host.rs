@@ -37,9 +37,10 @@ use crate::record::field;
 
 /// At most this many rows in a summary: GitHub caps a step summary at 1 MiB.
 const SUMMARY_ROWS: usize = 500;
-/// Secret values shorter than this are not redacted: masking `ab` everywhere
-/// would mangle the text and protect nothing.
-const SHORTEST_SECRET: usize = 4;
+/// Secret-looking values shorter than this are not redacted: a flag such as
+/// `USE_TOKEN=true` would otherwise turn every "true" into `***`, and a real
+/// secret is longer.
+const SHORTEST_SECRET: usize = 8;
 
 /// The CI system a tool runs in, with what it needs from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,7 +642,7 @@ mod tests {
             [
                 ("COSIGN_PASSWORD".to_string(), "hunter2-pass".to_string()),
                 ("PATH".to_string(), "/usr/bin".to_string()),
-                ("SHORT_TOKEN".to_string(), "ab".to_string()),
+                ("USE_TOKEN".to_string(), "true".to_string()),
             ]
             .into_iter(),
         );
