@@ -471,8 +471,28 @@ fn key_pair(dir: &Path) -> (PathBuf, PathBuf) {
     (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
 
+/// What the step scripts leave after promoting iam through three registries:
+/// the verified records are `records/verified.jsonl`, the image lives in prod.
+// Read by the deploy step's test, which needs the real os-deploy (issue 5);
+// until it lands, only the registries' lifetimes matter.
+#[allow(dead_code)]
+struct Promoted {
+    dev: TestRegistry,
+    staging: TestRegistry,
+    prod: TestRegistry,
+    work: tempfile::TempDir,
+    image: images::TestImage,
+    records: PathBuf,
+}
+
 #[test]
 fn step_scripts_promote_one_digest_from_a_build_layout_through_dev_staging_and_prod() {
+    promote_iam_through_dev_staging_and_prod();
+}
+
+/// build.sh, sign.sh, promote.sh to staging and to prod, verify.sh: each
+/// checked on the way. The deploy step's test (with os-deploy) starts here.
+fn promote_iam_through_dev_staging_and_prod() -> Promoted {
     let dev = TestRegistry::start();
     let staging = TestRegistry::start();
     let prod = TestRegistry::start();
@@ -580,6 +600,14 @@ fn step_scripts_promote_one_digest_from_a_build_layout_through_dev_staging_and_p
         images::inspect_raw(&prod, "onestream/iam", &image.digest).len() as u64,
         image.size
     );
+    Promoted {
+        dev,
+        staging,
+        prod,
+        work,
+        image,
+        records,
+    }
 }
 
 #[test]
