@@ -164,26 +164,18 @@ fn every_template_reference_resolves_to_a_file_in_the_repo() {
     );
 }
 
-/// `pipelines/scripts/NAME.sh` and `scripts/install-tools` mentioned in `text`.
+/// Every `pipelines/scripts/NAME` mentioned in `text` (a bare
+/// `pipelines/scripts/` or `pipelines/scripts/*.sh` in a comment names none).
 fn scripts_named_in(text: &str) -> BTreeSet<String> {
+    const PREFIX: &str = "pipelines/scripts/";
     let mut named = BTreeSet::new();
-    for prefix in ["pipelines/scripts/", "scripts/install-tools"] {
-        let mut rest = text;
-        while let Some(at) = rest.find(prefix) {
-            let tail = &rest[at..];
-            let end = tail
-                .char_indices()
-                .skip(prefix.len())
-                .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-                .map_or(tail.len(), |(i, _)| i);
-            let name = &tail[..end];
-            // "pipelines/scripts/" inside "scripts/install-tools" matches differ.
-            if name != "pipelines/scripts/"
-                && !(prefix == "scripts/install-tools" && at > 0 && rest[..at].ends_with("pipelines/"))
-            {
-                named.insert(name.to_string());
-            }
-            rest = &rest[at + prefix.len()..];
+    for (at, _) in text.match_indices(PREFIX) {
+        let name: String = text[at + PREFIX.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            .collect();
+        if !name.is_empty() {
+            named.insert(format!("{PREFIX}{name}"));
         }
     }
     named
