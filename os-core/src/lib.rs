@@ -9,6 +9,7 @@
 pub mod azure;
 pub mod bundle;
 pub mod capture;
+pub mod ci_host;
 pub mod cli;
 pub mod credentials;
 pub mod digest;

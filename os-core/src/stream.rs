@@ -116,8 +116,11 @@ where
         Inputs::Arguments(references)
     };
     let work = make_work(stores);
-    let summary =
-        crate::cli::runtime().block_on(run(inputs, stdout, common.jobs.into(), tool, step, work))?;
+    // Inside Azure Pipelines or GitHub Actions the records are also told to
+    // the host (output variables, annotations, run summary) on stderr.
+    let summary = crate::ci_host::report(tool, step, stdout, |stdout| {
+        crate::cli::runtime().block_on(run(inputs, stdout, common.jobs.into(), tool, step, work))
+    })?;
     Ok(summary.exit_code())
 }
 
