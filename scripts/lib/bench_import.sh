@@ -104,7 +104,7 @@ import_push_image() {
 # NAME.records (os-digest's records, checked against the pushed digests)
 # and sets IMPORT_BYTES[NAME] (the bytes of all images' layers) and
 # IMPORT_UNIQUE[NAME] (of the distinct ones).
-declare -gA IMPORT_BYTES=() IMPORT_UNIQUE=() IMPORT_LAYERS=()
+declare -gA IMPORT_BYTES=() IMPORT_UNIQUE=()
 import_set() {
   local name=$1 count=$2 i layer spec total=0 unique=0 repo digest
   shift 2
@@ -128,7 +128,6 @@ import_set() {
   done
   IMPORT_BYTES[$name]=$total
   IMPORT_UNIQUE[$name]=$unique
-  IMPORT_LAYERS[$name]="$count images x $#"
   awk -v host="$IMPORT_DEV" -v tag="$IMPORT_TAG" '{ print host "/" $1 ":" tag }' "$set" |
     "$OS_DIGEST" >"$IMPORT_WORK/$name.records" 2>"$IMPORT_WORK/$name.digest-err" ||
     reg_die "os-digest on the $name set failed: $(tail -n 3 "$IMPORT_WORK/$name.digest-err")"
@@ -320,6 +319,7 @@ import_round_os() {
   import_target
   bench_measure "$name:os-import" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
     import_os_import "$IMPORT_WORK/$name.records" "$out" --to "$IMPORT_PROD/$prefix"
+  [ ! -s "$out.err" ] || IMPORT_STDERR+=("$name set, round $round: $(head -n 2 "$out.err" | tr '\n' ' ')")
   local counters
   counters=$(import_check_records "$out" "os-import ($name set)" "$name")
   IMPORT_NOTE[$name:os-import]=$counters
@@ -338,6 +338,13 @@ import_round_os() {
     import_wchar w1 "$IMPORT_PROD_PID"
     IMPORT_WROTE[again:os-import]+="$((w1 - w0)) "
     IMPORT_NOTE[again:os-import]=$(import_check_records "$out.again" "os-import again ($name set)" "$name")
+    # The same without the attachments, to tell what they cost a no-op.
+    import_wchar w0 "$IMPORT_PROD_PID"
+    bench_measure "again:os-import-nosig" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
+      import_os_import "$IMPORT_WORK/$name.records" "$out.again-nosig" --no-signatures --to "$IMPORT_PROD/$prefix"
+    import_wchar w1 "$IMPORT_PROD_PID"
+    IMPORT_WROTE[again:os-import-nosig]+="$((w1 - w0)) "
+    IMPORT_NOTE[again:os-import-nosig]=$(import_check_records "$out.again-nosig" "os-import --no-signatures again ($name set)" "$name")
     awk -v dev="$IMPORT_DEV" -v tag="$IMPORT_TAG" '
       BEGIN { print dev ":"; print "  tls-verify: false"; print "  images:" }
       { print "    " $1 ": [\"" tag "\"]" }' "$IMPORT_WORK/$name.set" >"$IMPORT_WORK/sync.yaml"
@@ -393,6 +400,7 @@ import_round_same() {
 # --- report -----------------------------------------------------------------
 
 declare -gA IMPORT_CARRIED=()
+IMPORT_STDERR=() # what os-import said on stderr (quiet when it is not a terminal)
 
 # Median of integer samples.
 import_median() {
@@ -492,7 +500,7 @@ bench_import() {
     import_round_peer small skopeo-par import_skopeo_par "$round"
     import_round_peer small cosign import_cosign_copy "$round"
     import_round_peer small oras import_oras_cp "$round"
-    say "import: round $round/$runs, small (ms): os-import $(last_ms small:os-import) (again $(last_ms again:os-import), skopeo sync no-op $(last_ms again:skopeo-sync)), skopeo $(last_ms small:skopeo-seq), skopeo -P4 $(last_ms small:skopeo-par), cosign copy $(last_ms small:cosign), oras cp -r $(last_ms small:oras)"
+    say "import: round $round/$runs, small (ms): os-import $(last_ms small:os-import) (again $(last_ms again:os-import), --no-signatures $(last_ms again:os-import-nosig), skopeo sync no-op $(last_ms again:skopeo-sync)), skopeo $(last_ms small:skopeo-seq), skopeo -P4 $(last_ms small:skopeo-par), cosign copy $(last_ms small:cosign), oras cp -r $(last_ms small:oras)"
     say "import: round $round/$runs: large set"
     import_round_os large "$round"
     import_round_peer large skopeo-seq import_skopeo_seq "$round"
@@ -581,7 +589,8 @@ bench_import() {
   echo "re-promotion: the small set again, onto the prod os-import just filled"
   import_table again:os-import \
     "again:os-import|os-import, 1 process, $IMPORT_N_SMALL records" \
-    "again:skopeo-sync|skopeo sync (yaml, $IMPORT_N_SMALL repos), same target"
+    "again:os-import-nosig|os-import --no-signatures (image only)" \
+    "again:skopeo-sync|skopeo sync (yaml, $IMPORT_N_SMALL repos, image only)"
   echo "  os-import's events (last round): $(import_counters "${IMPORT_NOTE[again:os-import]}"); skopeo sync: ${IMPORT_NOTE[again:skopeo-sync]}"
   echo
   local os_rss sk_rss os_cpu sk_cpu os_wall sk_wall
@@ -646,6 +655,10 @@ bench_import() {
   bench_target "re-promotion: os-import at least 3x faster than the skopeo sync no-op ($(ratio "$sync" "$again"))" "$sync" "$again" 'a >= 3 * b'
   bench_target "memory: os-import's peak RSS under 32 MiB with a 1 GiB layer ($(awk -v k="$os_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB; skopeo $(awk -v k="$sk_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB)" \
     "$os_rss" 32768 'a < b'
+  if [ "${#IMPORT_STDERR[@]}" -gt 0 ]; then
+    echo "os-import wrote on stderr (not a terminal; it should be quiet):"
+    printf '  %s\n' "${IMPORT_STDERR[@]}"
+  fi
   echo "checked: every contender's target holds every image's exact manifest bytes (sha256 of the bytes at prod = the source digest); os-import's records carry an import event and no error, and its targets every signature and referrer"
   say "import: took $(fmt_ms $(($(now_us) - started))) ms"
 }
