@@ -352,7 +352,7 @@ fn bad_input_becomes_error_records() {
         registry.host()
     );
     let output = tool("os-import")
-        .args(["--to", "127.0.0.1:1/prod"])
+        .args(["--to", &format!("{}/prod", registry.host())])
         .write_stdin(missing)
         .assert()
         .code(1);
@@ -501,4 +501,69 @@ fn progress_is_drawn_on_a_terminal_and_nowhere_else() {
         )),
         "{screen}"
     );
+}
+
+#[test]
+fn blobs_shared_across_repositories_are_sent_once_then_mounted_at_the_target() {
+    let dev = TestRegistry::start();
+    let prod = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Two services built on the same layers (here: the same image) in two
+    // repositories of dev.
+    let image = images::single_arch(&dir.path().join("l"), "1", "shared-base");
+    images::push(&image, &dev, "team/svc1", "1");
+    images::push(&image, &dev, "team/svc2", "1");
+    let records = stdout(
+        &tool("os-digest")
+            .arg(format!("{}/team/svc1:1", dev.host()))
+            .arg(format!("{}/team/svc2:1", dev.host()))
+            .assert()
+            .success(),
+    );
+    // Imported concurrently (the default --jobs): one of them sends each
+    // blob, the other waits for it and mounts it.
+    let output = tool("os-import")
+        .args(["--to", prod.host()])
+        .write_stdin(records.clone())
+        .assert()
+        .success();
+    let promoted = records_of(&output);
+    let counter = |name: &str| -> u64 {
+        promoted
+            .iter()
+            .map(|r| last_event(r)[name].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(counter("blobsCopied"), 3, "{promoted:?}");
+    assert_eq!(counter("blobsMounted"), 3, "{promoted:?}");
+    for repository in ["team/svc1", "team/svc2"] {
+        assert_eq!(
+            images::sha256_digest(&images::inspect_raw(&prod, repository, "1")),
+            image.digest
+        );
+    }
+    // Promoting again finds everything: nothing is sent, nothing written.
+    let again = records_of(
+        &tool("os-import")
+            .args(["--to", prod.host()])
+            .write_stdin(records)
+            .assert()
+            .success(),
+    );
+    for record in &again {
+        let event = last_event(record);
+        assert_eq!(
+            (
+                event["bytes"].as_u64(),
+                event["manifests"].as_u64(),
+                event["blobsCopied"].as_u64()
+            ),
+            (Some(0), Some(0), Some(0)),
+            "{event}"
+        );
+    }
+}
+
+fn records_of(output: &assert_cmd::assert::Assert) -> Vec<Value> {
+    records(&output.get_output().stdout)
 }

@@ -9,6 +9,7 @@
 //! dangling manifest; what the target already has is not sent again, and
 //! within one registry blobs are mounted across repositories.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,7 @@ pub fn run(
     stdout: &mut impl Write,
 ) -> Result<u8, RunError> {
     let importer = Arc::new(Importer {
+        landed: Landed::default(),
         transfers: Semaphore::new(usize::from(common.jobs)),
         progress: Progress::for_stderr(common.quiet),
         options,
@@ -120,6 +122,7 @@ pub fn run(
 /// What every record of one run shares.
 struct Importer {
     options: ImportOptions,
+    landed: Landed,
     /// Blob transfers in flight across all records: `--jobs`.
     transfers: Semaphore,
     progress: Progress,
@@ -294,12 +297,33 @@ struct Copier<'a> {
     stats: Stats,
     progress: ProgressBar,
     transfers: &'a Semaphore,
+    landed: &'a Landed,
 }
 
-/// What was copied: the top manifest as it now exists at the target.
+/// Which repository of a target registry already received a blob in this
+/// run, per (registry, digest); the lock also keeps two records from
+/// sending the same blob at once: the second waits, then mounts.
+#[derive(Default)]
+struct Landed {
+    blobs: Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<Option<String>>>>>,
+}
+
+impl Landed {
+    fn cell(&self, registry: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<Option<String>>> {
+        self.blobs
+            .lock()
+            .expect("landed blobs poisoned")
+            .entry((registry.to_string(), digest.clone()))
+            .or_default()
+            .clone()
+    }
+}
+
+/// What was copied: the top manifest as it now exists at the target (its
+/// bytes only when they were read: a re-run that finds it there reads
+/// nothing).
 struct Copied {
-    bytes: Vec<u8>,
-    media_type: String,
+    manifest: Option<(Vec<u8>, String)>,
     digest: Digest,
 }
 
@@ -311,12 +335,38 @@ impl Copier<'_> {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        let target = match &self.to {
+            Place::Registry(target) => Some(target),
+            Place::Layout(_) => None,
+        };
+        let cell = target.map(|target| self.landed.cell(&target.registry, digest));
+        let mut landed = match &cell {
+            Some(cell) => Some(cell.lock().await),
+            None => None,
+        };
         if self.to.has_blob(self.stores, digest).await? {
             count(&self.stats.skipped, 1);
+            if let (Some(landed), Some(target)) = (landed.as_mut(), target) {
+                **landed = Some(target.repository.clone());
+            }
             return Ok(());
         }
+        // Another repository of the target registry got it in this run
+        // (shared base layers): mount it from there instead of sending it.
+        if let (Some(landed), Some(target)) = (landed.as_ref(), target)
+            && let Some(repository) = landed.as_deref()
+        {
+            let holder = RegistryRef {
+                repository: repository.to_string(),
+                ..target.clone()
+            };
+            if self.stores.registry().mount_blob(target, &holder, digest).await? {
+                count(&self.stats.mounted, 1);
+                return Ok(());
+            }
+        }
         let mut attempt = 1;
-        loop {
+        let outcome = loop {
             let backoff = std::time::Duration::from_millis(200 << attempt);
             let wait = match self.transfer_blob(digest, size).await {
                 Err(error @ ImportError::SourceBrokeOff { .. }) if attempt < BLOB_ATTEMPTS => {
@@ -339,11 +389,15 @@ impl Copier<'_> {
                         _ => backoff,
                     }
                 }
-                outcome => return outcome,
+                outcome => break outcome,
             };
             tokio::time::sleep(wait).await;
             attempt += 1;
+        };
+        if let (Ok(()), Some(landed), Some(target)) = (&outcome, landed.as_mut(), target) {
+            **landed = Some(target.repository.clone());
         }
+        outcome
     }
 
     async fn transfer_blob(&self, digest: &Digest, size: u64) -> Result<(), ImportError> {
@@ -406,17 +460,27 @@ impl Copier<'_> {
     }
 
     /// Copies the manifest `digest` and everything it references, children
-    /// first; returns its bytes and media type. Does nothing but read when
-    /// the target already has it.
-    async fn copy_tree(&self, digest: &Digest) -> Result<(Vec<u8>, String), ImportError> {
-        let bytes = self.from.manifest(self.stores, digest).await?;
-        let media_type = media_type_of(&bytes, digest)?;
+    /// first, unless the target has it already (one HEAD; a manifest is
+    /// only ever pushed after all it names, so its presence means the whole
+    /// tree's). `known` are its bytes when the caller read them already.
+    /// Returns its bytes and media type when it had to copy, `None` when
+    /// the target had it.
+    async fn copy_tree(
+        &self,
+        digest: &Digest,
+        known: Option<Vec<u8>>,
+    ) -> Result<Option<(Vec<u8>, String)>, ImportError> {
         if self.to.has_manifest(self.stores, digest).await? {
-            return Ok((bytes, media_type));
+            return Ok(None);
         }
+        let bytes = match known {
+            Some(bytes) => bytes,
+            None => self.from.manifest(self.stores, digest).await?,
+        };
+        let media_type = media_type_of(&bytes, digest)?;
         if manifest::is_index(&media_type) {
             let children = index_children(&bytes, &media_type);
-            futures::future::try_join_all(children.iter().map(|child| Box::pin(self.copy_tree(child))))
+            futures::future::try_join_all(children.iter().map(|child| Box::pin(self.copy_tree(child, None))))
                 .await?;
         } else {
             let blobs = manifest_blobs(&bytes, digest)?;
@@ -427,7 +491,34 @@ impl Copier<'_> {
             .put_manifest(self.stores, &bytes, &media_type, None)
             .await?;
         count(&self.stats.manifests, 1);
-        Ok((bytes, media_type))
+        Ok(Some((bytes, media_type)))
+    }
+
+    /// The bytes and media type of what was copied, read from the source
+    /// if the copy did not need them.
+    async fn manifest_of(&self, copied: &mut Copied) -> Result<(Vec<u8>, String), ImportError> {
+        if copied.manifest.is_none() {
+            let bytes = self.from.manifest(self.stores, &copied.digest).await?;
+            let media_type = media_type_of(&bytes, &copied.digest)?;
+            copied.manifest = Some((bytes, media_type));
+        }
+        Ok(copied.manifest.clone().expect("just filled"))
+    }
+
+    /// Points `tag` at the target to `digest`, unless it does already.
+    async fn tag(
+        &self,
+        tag: &str,
+        digest: &Digest,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), ImportError> {
+        if !self.to.tag_points_to(self.stores, tag, digest).await? {
+            self.to
+                .put_manifest(self.stores, bytes, media_type, Some(tag))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Copies only the platforms asked for: an index becomes a new index
@@ -437,9 +528,8 @@ impl Copier<'_> {
     async fn copy_platforms(&self, digest: &Digest, wanted: &[String]) -> Result<Copied, ImportError> {
         let bytes = self.from.manifest(self.stores, digest).await?;
         let media_type = media_type_of(&bytes, digest)?;
-        let unchanged = |(bytes, media_type)| Copied {
-            bytes,
-            media_type,
+        let unchanged = |bytes: Vec<u8>, media_type: String| Copied {
+            manifest: Some((bytes, media_type)),
             digest: digest.clone(),
         };
         let no_platform = |available: Vec<String>| ImportError::NoPlatform {
@@ -458,7 +548,8 @@ impl Copier<'_> {
             if !wanted.iter().any(|w| platform_matches(w, &platform)) {
                 return Err(no_platform(vec![platform.spelled()]));
             }
-            return Ok(unchanged(self.copy_tree(digest).await?));
+            self.copy_tree(digest, Some(bytes.clone())).await?;
+            return Ok(unchanged(bytes, media_type));
         }
         let mut index: Value = serde_json::from_slice(&bytes).map_err(|e| ImportError::Manifest {
             digest: digest.clone(),
@@ -475,58 +566,83 @@ impl Copier<'_> {
             return Err(no_platform(available));
         }
         if kept.len() == entries.len() {
-            return Ok(unchanged(self.copy_tree(digest).await?));
+            self.copy_tree(digest, Some(bytes.clone())).await?;
+            return Ok(unchanged(bytes, media_type));
         }
         let children: Vec<Digest> = kept.iter().filter_map(manifest::descriptor_digest).collect();
         index["manifests"] = Value::Array(kept);
         let narrowed = serde_json::to_vec(&index).expect("a JSON value serialises");
-        futures::future::try_join_all(children.iter().map(|child| self.copy_tree(child))).await?;
+        futures::future::try_join_all(children.iter().map(|child| self.copy_tree(child, None))).await?;
         self.to
             .put_manifest(self.stores, &narrowed, &media_type, None)
             .await?;
         count(&self.stats.manifests, 1);
         Ok(Copied {
             digest: Digest::of(&narrowed),
-            bytes: narrowed,
-            media_type,
+            manifest: Some((narrowed, media_type)),
         })
     }
 
     /// Copies cosign's attachment tags and OCI 1.1 referrers of `digest`;
     /// returns what was attached (name and manifest digest) and how the
     /// source offered referrers.
-    async fn copy_attachments(
-        &self,
-        digest: &Digest,
-    ) -> Result<(Vec<(String, Digest)>, Referrers), ImportError> {
-        let (stores, from, to) = (self.stores, &self.from, &self.to);
-        let mut attached = Vec::new();
+    async fn copy_attachments(&self, digest: &Digest) -> Result<Attachments, ImportError> {
+        let (stores, from) = (self.stores, &self.from);
+        let mut attachments = Attachments::default();
         for suffix in ATTACHMENT_SUFFIXES {
             let tag = format!("{}{suffix}", digest.tag_form());
             if let Some(bytes) = from.tagged(stores, &tag).await? {
                 let attachment = Digest::of(&bytes);
-                let (bytes, media_type) = self.copy_tree(&attachment).await?;
-                to.put_manifest(stores, &bytes, &media_type, Some(&tag)).await?;
-                attached.push((tag, attachment));
+                let media_type = media_type_of(&bytes, &attachment)?;
+                let written = self.copy_tree(&attachment, Some(bytes.clone())).await?.is_some();
+                self.tag(&tag, &attachment, &bytes, &media_type).await?;
+                attachments.add(tag, attachment, written);
             }
         }
-        let (entries, mechanism) = from.referrers(stores, digest).await?;
-        for entry in &entries {
+        let listing = from.referrers(stores, digest).await?;
+        for entry in &listing.entries {
             let Some(referrer) = manifest::descriptor_digest(entry) else {
                 continue;
             };
-            self.copy_tree(&referrer).await?;
-            attached.push((format!("referrer {referrer}"), referrer));
+            let written = self.copy_tree(&referrer, None).await?.is_some();
+            attachments.add(format!("referrer {referrer}"), referrer, written);
         }
         // Registries without the Referrers API (and layouts) find referrers
         // through the tag-fallback index: carry it, after its members.
-        if !entries.is_empty()
-            && let Some(index) = from.tagged(stores, &digest.tag_form()).await?
+        if !listing.entries.is_empty()
+            && let Some(index) = listing.fallback
         {
-            to.put_manifest(stores, &index, manifest::OCI_INDEX, Some(&digest.tag_form()))
+            let fallback = digest.tag_form();
+            self.tag(&fallback, &Digest::of(&index), &index, manifest::OCI_INDEX)
                 .await?;
         }
-        Ok((attached, mechanism))
+        attachments.mechanism = listing.mechanism;
+        Ok(attachments)
+    }
+}
+
+/// What is attached to an image, as carried.
+#[derive(Default)]
+struct Attachments {
+    /// Name and manifest digest of each.
+    found: Vec<(String, Digest)>,
+    /// Those this run wrote: the ones listed again at the target afterwards
+    /// (the others were just seen there).
+    written: Vec<(String, Digest)>,
+    mechanism: Referrers,
+}
+
+impl Attachments {
+    fn add(&mut self, name: String, digest: Digest, written: bool) {
+        if written {
+            self.written.push((name.clone(), digest.clone()));
+        }
+        self.found.push((name, digest));
+    }
+
+    fn extend(&mut self, other: Attachments) {
+        self.found.extend(other.found);
+        self.written.extend(other.written);
     }
 }
 
@@ -676,37 +792,32 @@ impl Importer {
                 stats: Stats::default(),
                 progress: progress.clone(),
                 transfers: &self.transfers,
+                landed: &self.landed,
             };
-            let copied = if options.platforms.is_empty() {
-                let (bytes, media_type) = copier.copy_tree(&digest).await?;
+            let mut copied = if options.platforms.is_empty() {
                 Copied {
-                    bytes,
-                    media_type,
+                    manifest: copier.copy_tree(&digest, None).await?,
                     digest: digest.clone(),
                 }
             } else {
                 copier.copy_platforms(&digest, &options.platforms).await?
             };
             let to = &copier.to;
-            for tag in &tags {
-                to.put_manifest(stores, &copied.bytes, &copied.media_type, Some(tag))
-                    .await?;
-            }
+            let mut names = tags.clone();
             if matches!(to, Place::Layout(_)) && tags.is_empty() {
                 // A layout lists only what index.json names: name it by digest.
-                to.put_manifest(
-                    stores,
-                    &copied.bytes,
-                    &copied.media_type,
-                    Some(&copied.digest.tag_form()),
-                )
-                .await?;
+                names.push(copied.digest.tag_form());
             }
-            let mut attached = Vec::new();
-            let mut mechanism = Referrers::None;
+            for name in &names {
+                if !to.tag_points_to(stores, name, &copied.digest).await? {
+                    let (bytes, media_type) = copier.manifest_of(&mut copied).await?;
+                    to.put_manifest(stores, &bytes, &media_type, Some(name)).await?;
+                }
+            }
+            let mut attachments = Attachments::default();
             if options.attachments {
                 if copied.digest == digest {
-                    (attached, mechanism) = copier.copy_attachments(&digest).await?;
+                    attachments = copier.copy_attachments(&digest).await?;
                 } else {
                     tracing::warn!(
                         "{source}@{digest}: --platform made a new index {}; what is attached to {digest} \
@@ -715,14 +826,23 @@ impl Importer {
                     );
                 }
                 // Platform images of an index are signed and attested too
-                // (cosign sign --recursive, per-platform SBOMs).
-                for child in index_children(&copied.bytes, &copied.media_type) {
-                    let (child_attached, _) = copier.copy_attachments(&child).await?;
-                    attached.extend(child_attached);
+                // (cosign sign --recursive, per-platform SBOMs). The record
+                // says whether it is an index; read the manifest only when
+                // it does not.
+                let known_type = match &copied.manifest {
+                    Some((_, media_type)) => Some(media_type.as_str()),
+                    None => record.get_str(field::MEDIA_TYPE),
+                };
+                let maybe_index = known_type.is_none_or(manifest::is_index);
+                if maybe_index {
+                    let (bytes, media_type) = copier.manifest_of(&mut copied).await?;
+                    for child in index_children(&bytes, &media_type) {
+                        attachments.extend(copier.copy_attachments(&child).await?);
+                    }
                 }
             }
-            // Listed again: anything attached at the source must be at the target.
-            for (what, attached_digest) in &attached {
+            // Listed again: what this run attached must now be at the target.
+            for (what, attached_digest) in &attachments.written {
                 if !to.has_manifest(stores, attached_digest).await? {
                     return Err(ImportError::Missing { what: what.clone() });
                 }
@@ -733,9 +853,9 @@ impl Importer {
                 }
                 Place::Registry(_) | Place::Layout(_) => "tag-fallback",
             };
-            Ok::<_, ImportError>((copier.stats, copied, attached, mechanism, target_mechanism))
+            Ok::<_, ImportError>((copier.stats, copied, attachments, target_mechanism))
         };
-        let (stats, copied, attached, mechanism, target_mechanism) = match copy.await {
+        let (stats, copied, attachments, target_mechanism) = match copy.await {
             Ok(outcome) => outcome,
             Err(error) => {
                 progress.abandon_with_message("failed");
@@ -764,25 +884,23 @@ impl Importer {
             .with("manifests", total(&stats.manifests))
             .with(
                 "attached",
-                attached.into_iter().map(|(what, _)| what).collect::<Vec<_>>(),
+                attachments
+                    .found
+                    .into_iter()
+                    .map(|(what, _)| what)
+                    .collect::<Vec<_>>(),
             )
             .with("targetReferrers", target_mechanism)
-            .with("sourceReferrers", mechanism.label())
+            .with("sourceReferrers", attachments.mechanism.label())
             .with("durationMs", started.elapsed().as_millis() as u64);
-        if copied.digest == digest {
-            debug_assert_eq!(
-                record.digest().ok().flatten(),
-                Some(digest.clone()),
-                "the digest never changes"
-            );
-        } else {
+        if let (false, Some((bytes, _))) = (copied.digest == digest, &copied.manifest) {
             // Asked for with --platform and --allow-digest-change: the record
             // now names the narrowed index, and the event says where it came from.
-            let platforms = manifest::summarize(&copied.bytes, None)
+            let platforms = manifest::summarize(bytes, None)
                 .map(|s| s.platforms)
                 .unwrap_or_default();
             record.set(field::DIGEST, copied.digest.to_string());
-            record.set(field::SIZE, copied.bytes.len() as u64);
+            record.set(field::SIZE, bytes.len() as u64);
             record.set(field::PLATFORMS, platforms.clone());
             event = event
                 .with("sourceDigest", digest.to_string())

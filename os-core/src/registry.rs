@@ -161,6 +161,9 @@ pub struct Registry {
     credentials: Mutex<HashMap<String, Slot<Option<Credential>>>>,
     /// Shared blobs known to be in a repository (host, repository, digest).
     present_blobs: Mutex<HashMap<(String, String, Digest), Slot<()>>>,
+    /// Hosts that answered 404 to the Referrers API: a registry that has
+    /// it never does (OCI distribution spec), so one 404 settles it.
+    without_referrers_api: Mutex<std::collections::HashSet<String>>,
 }
 
 fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
@@ -227,6 +230,7 @@ impl Registry {
             tokens: Mutex::default(),
             credentials: Mutex::default(),
             present_blobs: Mutex::default(),
+            without_referrers_api: Mutex::default(),
         })
     }
 
@@ -343,13 +347,53 @@ impl Registry {
         repository: &RegistryRef,
         digest: &Digest,
     ) -> Result<(Vec<serde_json::Value>, Referrers), RegistryError> {
+        let (entries, mechanism, _) = self.referrers_and_fallback(repository, digest).await?;
+        Ok((entries, mechanism))
+    }
+
+    /// [`Registry::referrers`], plus the tag-fallback index's bytes when
+    /// that is what answered (for a copier that carries the index).
+    pub async fn referrers_and_fallback(
+        &self,
+        repository: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<(Vec<serde_json::Value>, Referrers, Option<Bytes>), RegistryError> {
         if let Some(body) = self.referrers_api(repository, digest).await? {
-            return Ok((index_entries(repository, &body)?, Referrers::Api));
+            return Ok((index_entries(repository, &body)?, Referrers::Api, None));
         }
         let fallback = repository.with_tag(digest.tag_form());
         match self.fetch_manifest_if_any(&fallback).await? {
-            Some((body, _)) => Ok((index_entries(repository, &body)?, Referrers::TagFallback)),
-            None => Ok((Vec::new(), Referrers::None)),
+            Some((body, _)) => Ok((
+                index_entries(repository, &body)?,
+                Referrers::TagFallback,
+                Some(body),
+            )),
+            None => Ok((Vec::new(), Referrers::None, None)),
+        }
+    }
+
+    /// The digest a tag points to, if the tag exists (one HEAD; a GET where
+    /// the registry sends no digest header).
+    pub async fn tag_digest(
+        &self,
+        reference: &RegistryRef,
+        tag: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let tagged = reference.with_tag(tag);
+        let path = format!("/v2/{}/manifests/{tag}", reference.repository);
+        let response = self
+            .send(&tagged, "pull", Method::HEAD, &path, Some(manifest::ACCEPT_ALL))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self.expect_ok(&tagged, response, "manifest").await?;
+        match header_digest(&tagged, response.headers())? {
+            Some(digest) => Ok(Some(digest)),
+            None => Ok(self
+                .fetch_manifest_if_any(&tagged)
+                .await?
+                .map(|(bytes, _)| Digest::of(&bytes))),
         }
     }
 
@@ -496,10 +540,25 @@ impl Registry {
         repository: &RegistryRef,
         digest: &Digest,
     ) -> Result<Option<Bytes>, RegistryError> {
+        let absent = |registry: &str| {
+            self.without_referrers_api
+                .lock()
+                .expect("referrers cache poisoned")
+                .contains(registry)
+        };
+        if absent(&repository.registry) {
+            return Ok(None);
+        }
         let path = format!("/v2/{}/referrers/{digest}", repository.repository);
         let response = self
             .send(repository, "pull", Method::GET, &path, Some(manifest::OCI_INDEX))
             .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            self.without_referrers_api
+                .lock()
+                .expect("referrers cache poisoned")
+                .insert(repository.registry.clone());
+        }
         let is_index = header_str(response.headers(), CONTENT_TYPE.as_str())
             .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX);
         if !(response.status().is_success() && is_index) {
@@ -1027,13 +1086,14 @@ impl Registry {
 }
 
 /// How a registry answered for referrers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Referrers {
     /// The OCI 1.1 Referrers API.
     Api,
     /// The `sha256-<hex>` tag-fallback index (registries without the API).
     TagFallback,
     /// Neither holds anything.
+    #[default]
     None,
 }
 

@@ -182,23 +182,57 @@ impl Place {
     }
 
     /// OCI 1.1 referrers of `digest`: the Referrers API or its tag fallback
-    /// in a registry, the tag fallback in a layout; and which answered.
-    pub async fn referrers(
-        &self,
-        stores: &Stores,
-        digest: &Digest,
-    ) -> Result<(Vec<serde_json::Value>, Referrers), StoreError> {
+    /// in a registry, the tag fallback in a layout; which answered; and the
+    /// fallback index's bytes when it did.
+    pub async fn referrers(&self, stores: &Stores, digest: &Digest) -> Result<Listing, StoreError> {
         match self {
-            Place::Registry(r) => Ok(stores.registry().referrers(r, digest).await?),
+            Place::Registry(r) => {
+                let (entries, mechanism, fallback) =
+                    stores.registry().referrers_and_fallback(r, digest).await?;
+                Ok(Listing {
+                    entries,
+                    mechanism,
+                    fallback: fallback.map(|bytes| bytes.to_vec()),
+                })
+            }
             Place::Layout(_) => Ok(match self.tagged(stores, &digest.tag_form()).await? {
-                Some(index) => (
-                    manifest::index_entries(&index).unwrap_or_default(),
-                    Referrers::TagFallback,
-                ),
-                None => (Vec::new(), Referrers::None),
+                Some(index) => Listing {
+                    entries: manifest::index_entries(&index).unwrap_or_default(),
+                    mechanism: Referrers::TagFallback,
+                    fallback: Some(index),
+                },
+                None => Listing {
+                    entries: Vec::new(),
+                    mechanism: Referrers::None,
+                    fallback: None,
+                },
             }),
         }
     }
+
+    /// Whether `tag` already names `digest` here.
+    pub async fn tag_points_to(
+        &self,
+        stores: &Stores,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores.registry().tag_digest(r, tag).await?.as_ref() == Some(digest)),
+            Place::Layout(_) => Ok(self
+                .tagged(stores, tag)
+                .await?
+                .is_some_and(|bytes| Digest::of(&bytes) == *digest)),
+        }
+    }
+}
+
+/// The referrers of a digest, as a place lists them.
+pub struct Listing {
+    pub entries: Vec<serde_json::Value>,
+    pub mechanism: Referrers,
+    /// The `sha256-<hex>` tag-fallback index, when that is what answered.
+    pub fallback: Option<Vec<u8>>,
 }
 
 /// The repository and digest a record names, for steps that need both.

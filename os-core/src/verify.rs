@@ -290,8 +290,8 @@ async fn find_accepted(
     }
     // ...then OCI 1.1 referrers (cosign --registry-referrers-mode=oci-1-1).
     match source.referrers(stores, digest).await {
-        Ok((entries, _)) => {
-            for entry in entries {
+        Ok(listing) => {
+            for entry in listing.entries {
                 let is_signature =
                     entry.get("artifactType").and_then(Value::as_str) == Some(COSIGN_SIGNATURE_ARTIFACT);
                 let is_bundle = bundle::may_be_bundle(&entry);
