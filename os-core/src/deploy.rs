@@ -210,23 +210,35 @@ impl Batch {
             } else {
                 exit::FAILED
             };
+        // Each reason is told once on stderr, not once per record.
         let mut messages = Vec::new();
+        let mut refused = 0;
         for entry in &mut self.entries {
             if entry.record.is_error() && entry.failure.is_none() {
                 continue; // failed upstream: passed through untouched
             }
             let (code, message) = match (&entry.failure, &batch_reason) {
-                (Some((code, message)), _) => (*code, message.clone()),
+                (Some((code, message)), _) => {
+                    messages.push(message.clone());
+                    (*code, message.clone())
+                }
                 (None, Some((code, message))) => (*code, format!("{}: {message}", entry.origin)),
-                (None, None) => (
-                    code::BATCH_REFUSED,
-                    format!("{}: not deployed: {}", entry.origin, reasons.join("; ")),
-                ),
+                (None, None) => {
+                    refused += 1;
+                    (
+                        code::BATCH_REFUSED,
+                        format!("{}: not deployed: {}", entry.origin, reasons.join("; ")),
+                    )
+                }
             };
             if code != code::MALFORMED_INPUT {
-                entry.record.fail(STEP, code, message.clone());
+                entry.record.fail(STEP, code, message);
             }
-            messages.push(message);
+        }
+        if let Some((_, message)) = &batch_reason {
+            messages.push(format!("nothing was deployed: {message}"));
+        } else if refused > 0 || self.upstream_failures > 0 {
+            messages.push(format!("nothing was deployed: {}", reasons.join("; ")));
         }
         Outcome {
             records: self.entries.into_iter().map(|e| e.record).collect(),
