@@ -32,14 +32,27 @@ fn fixture(path: &str) -> PathBuf {
 }
 
 /// kubectl renders kustomize directories; these tests need the real one.
+/// When it is missing, scripts/setup installs it (as the registry tests do
+/// for docker-registry); a machine where that fails fails here, loudly.
 fn kubectl() -> &'static str {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    let installed = || {
+        Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    CHECKED.call_once(|| {
+        if !installed() {
+            let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup");
+            eprintln!("kubectl missing: running {}", setup.display());
+            let _ = Command::new("bash").arg(&setup).status();
+        }
+    });
     assert!(
-        found,
-        "kubectl is not installed: kustomize rendering and these tests need it (run scripts/setup)"
+        installed(),
+        "kubectl is not installed, and scripts/setup did not install it: kustomize directories \
+         and these tests need it (Debian 13: apt-get install kubectl)"
     );
     "kubectl"
 }
@@ -794,10 +807,9 @@ fn a_failed_rollout_of_a_new_workload_has_nothing_to_undo() {
     assert_eq!(run.code(), 1);
     assert!(!standin.calls().iter().any(|c| c.contains("rollout undo")));
     assert!(
-        run.records[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("had no earlier image to return to")
+        run.records[0]["error"]["message"].as_str().unwrap().contains(
+            "Deployment/iam (namespace iam) left as applied: no earlier image of ours to return to"
+        )
     );
 }
 
@@ -985,6 +997,7 @@ fn gitops_sets_images_commits_and_renders_pinned() {
 
 #[test]
 fn gitops_refuses_a_dirty_work_tree_without_touching_it() {
+    kubectl();
     let repo = cluster_repo();
     let path = repo.path();
     let before = git(path, &["rev-parse", "HEAD"]);
@@ -1015,6 +1028,7 @@ fn gitops_refuses_a_dirty_work_tree_without_touching_it() {
 
 #[test]
 fn gitops_pushes_and_a_remote_that_moved_on_is_never_overwritten() {
+    kubectl();
     let remote = tempfile::tempdir().unwrap();
     git(
         remote.path(),
@@ -1076,6 +1090,7 @@ fn gitops_pushes_and_a_remote_that_moved_on_is_never_overwritten() {
 
 #[test]
 fn gitops_refuses_an_unverified_batch_before_touching_the_repo() {
+    kubectl();
     let repo = cluster_repo();
     let path = repo.path();
     let before = git(path, &["rev-parse", "HEAD"]);

@@ -792,22 +792,38 @@ pub fn apply(
     let objects: Vec<ObjectName> = unique(plan.placements.iter().map(|p| p.object.clone()));
     // Before the change: what runs now, for the record and to know what a
     // rollback can return to.
-    let before = match kubectl.get(&apply.namespace, &objects) {
-        Ok(live) => live_images(&live),
-        Err(error) => {
-            return batch.refuse(Some((
-                code::APPLY_FAILED,
-                format!("reading the workloads: {error}"),
-            )));
+    let mut before = BTreeMap::new();
+    let namespaces = unique(
+        objects
+            .iter()
+            .map(|o| kubectl::namespace_of(o, &apply.namespace).to_string()),
+    );
+    for namespace in namespaces {
+        let here: Vec<ObjectName> = objects
+            .iter()
+            .filter(|o| kubectl::namespace_of(o, &apply.namespace) == namespace)
+            .cloned()
+            .collect();
+        match kubectl.get(&namespace, &here) {
+            Ok(live) => before.extend(live_images(&live)),
+            Err(error) => {
+                return batch.refuse(Some((
+                    code::APPLY_FAILED,
+                    format!("reading the workloads: {error}"),
+                )));
+            }
         }
-    };
+    }
     let previous = |p: &Placement| {
         before
             .get(&(p.object.kind.clone(), p.object.name.clone(), p.container.clone()))
             .cloned()
     };
     if let Err(error) = kubectl.apply(&apply.namespace, &plan.joined()) {
-        return batch.refuse(Some((code::APPLY_FAILED, error.to_string())));
+        return batch.refuse(Some((
+            code::APPLY_FAILED,
+            format!("{error} (objects applied before the failure stay applied: kubectl get them)"),
+        )));
     }
     let changed: Vec<ObjectName> = unique(
         plan.placements
@@ -816,11 +832,15 @@ pub fn apply(
             .filter(|p| previous(p).is_some_and(|before| before != pinned_of(&batch, p)))
             .map(|p| p.object.clone()),
     );
-    let workloads: Vec<ObjectName> = objects
-        .iter()
-        .filter(|o| kubectl::has_rollout(&o.kind))
-        .cloned()
-        .collect();
+    // Every workload the manifests hold rolls out, not only those whose
+    // image this run pinned: their templates may have changed too.
+    let workloads: Vec<ObjectName> = unique(
+        plan.manifests
+            .iter()
+            .flat_map(|m| m.objects.iter())
+            .filter(|o| kubectl::has_rollout(&o.kind))
+            .cloned(),
+    );
     let mut failed: Option<(&'static str, String)> = None;
     for object in &workloads {
         say(format!("waiting for the rollout of {object}"));
@@ -847,15 +867,15 @@ pub fn apply(
                 Err(error) => undo_notes.push(format!("ROLLBACK OF {object} FAILED: {error}")),
             }
         }
-        let new: Vec<String> = objects
+        let kept: Vec<String> = workloads
             .iter()
-            .filter(|o| kubectl::has_rollout(&o.kind) && !changed.contains(o))
+            .filter(|o| !changed.contains(o))
             .map(|o| o.to_string())
             .collect();
-        if !new.is_empty() {
+        if !kept.is_empty() {
             undo_notes.push(format!(
-                "{} had no earlier image to return to (left as applied)",
-                new.join(", ")
+                "{} left as applied: no earlier image of ours to return to (a new workload, or its image did not change)",
+                kept.join(", ")
             ));
         }
     }
@@ -901,4 +921,87 @@ fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(service: &str, image: &str, digest_seed: &str) -> Target {
+        Target {
+            service: Some(service.into()),
+            image: image.parse().unwrap(),
+            digest: Digest::of(digest_seed.as_bytes()),
+            verified: true,
+            key_id: None,
+        }
+    }
+
+    fn matched(candidates: &Candidates<'_>, container: &str, image: &str) -> Option<usize> {
+        match candidates.find(container, image) {
+            Matched::One(index) => Some(index),
+            Matched::Nothing => None,
+            Matched::Conflict(_) => Some(usize::MAX),
+        }
+    }
+
+    #[test]
+    fn images_match_by_repository_path_with_or_without_host() {
+        let targets = [
+            target("iam", "prod.example.com/onestream/iam", "1"),
+            target("nginx", "docker.io/library/nginx", "2"),
+            target("reports", "localhost:5000/onestream/reports", "3"),
+            target("auth", "prod.example.com/onestream/auth", "4"),
+            target("auth-dev", "dev.example.com/onestream/auth", "5"),
+        ];
+        let candidates = Candidates {
+            targets: targets.iter().enumerate().collect(),
+            maps: [("api", "auth")].into_iter().collect(),
+        };
+        assert_eq!(
+            matched(&candidates, "c", "dev.example.com/onestream/iam:1.4.2"),
+            Some(0)
+        );
+        assert_eq!(
+            matched(&candidates, "c", "onestream/iam"),
+            Some(0),
+            "no host: Docker Hub path"
+        );
+        assert_eq!(matched(&candidates, "c", "nginx:1.27"), Some(1));
+        assert_eq!(matched(&candidates, "c", "docker.io/library/nginx"), Some(1));
+        assert_eq!(
+            matched(&candidates, "c", "localhost:5000/onestream/reports:2"),
+            Some(2)
+        );
+        assert_eq!(matched(&candidates, "c", "other.io/onestream/reports"), Some(2));
+        // Two records share a path: the one at the manifest's registry wins,
+        // and with neither there the match is ambiguous.
+        assert_eq!(
+            matched(&candidates, "c", "dev.example.com/onestream/auth:1"),
+            Some(4)
+        );
+        assert_eq!(
+            matched(&candidates, "c", "staging.example.com/onestream/auth:1"),
+            Some(usize::MAX)
+        );
+        // --map names the service, whatever the image.
+        assert_eq!(matched(&candidates, "api", "legacy/identity:7"), Some(3));
+        assert_eq!(matched(&candidates, "c", "onestream/iam-migrate"), None);
+        assert_eq!(matched(&candidates, "c", "$(IMAGE)"), None);
+    }
+
+    #[test]
+    fn a_verify_event_names_its_digest_through_the_signature_tag() {
+        let hex = "ab".repeat(32);
+        let event = serde_json::json!({
+            "signature": format!("localhost:5000/a/b:sha256-{hex}.sig@sha256:{}", "cd".repeat(32))
+        });
+        assert_eq!(
+            verified_digest(&event).unwrap().to_string(),
+            format!("sha256:{hex}")
+        );
+        let explicit = serde_json::json!({"digest": format!("sha256:{}", "ef".repeat(32)), "signature": "x"});
+        assert_eq!(verified_digest(&explicit).unwrap().hex(), "ef".repeat(32));
+        assert!(verified_digest(&serde_json::json!({"signature": "r/a:latest"})).is_none());
+    }
 }
