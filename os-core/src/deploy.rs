@@ -114,24 +114,28 @@ impl Batch {
                         failure: None,
                     });
                 }
-                record::Input::Reference(_) | record::Input::Malformed(_) => {
-                    let message = match line.input {
-                        record::Input::Malformed(message) => message,
-                        _ => "expected a JSON record".into(),
-                    };
-                    let mut record = Record::new();
-                    record.fail(STEP, code::MALFORMED_INPUT, format!("{origin}: {message}"));
-                    batch.unreadable += 1;
-                    batch.entries.push(Entry {
-                        origin,
-                        record,
-                        target: None,
-                        failure: Some((code::MALFORMED_INPUT, format!("{origin}: {message}"))),
-                    });
+                // read_lines without references never gives one; kept total.
+                record::Input::Reference(text) => {
+                    batch.push_unreadable(origin, format!("expected a JSON record, not {text:?}"))
                 }
+                record::Input::Malformed(message) => batch.push_unreadable(origin, message),
             }
         }
         Ok(batch)
+    }
+
+    /// A line that is not a record: an error record naming it (exit 2).
+    fn push_unreadable(&mut self, origin: Origin, message: String) {
+        let message = format!("{origin}: {message}");
+        let mut record = Record::new();
+        record.fail(STEP, code::MALFORMED_INPUT, message.clone());
+        self.unreadable += 1;
+        self.entries.push(Entry {
+            origin,
+            record,
+            target: None,
+            failure: Some((code::MALFORMED_INPUT, message)),
+        });
     }
 
     /// Applies the gate to every record; `warn` hears about each record
