@@ -169,10 +169,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
         } => {
             let options = common.options(true)?;
             let mut records_file = match &records_out {
-                Some(path) => Some(
+                // Buffered: a record is written in many small pieces.
+                Some(path) => Some(std::io::BufWriter::new(
                     std::fs::File::create(path)
                         .with_context(|| format!("--records-out {}", path.display()))?,
-                ),
+                )),
                 None => None,
             };
             let outcome = match deploy::prepare(&options, stdin_records()?, &mut warn) {

@@ -15,7 +15,8 @@
 DEPLOY_SERVICES=200
 
 # deploy_fixture DIR: DIR/manifests/svcNNN.yaml (a Deployment with an init
-# container and a pinned sidecar, and a Service, with comments), DIR/records
+# container and a pinned sidecar, with comments) and svcNNN-service.yaml (its
+# Service; os-deploy reads it too, kubectl needs not), DIR/records
 # (one verified record per service) and DIR/expected (the sorted
 # "svcNNN.yaml image" lines every contender must produce).
 deploy_fixture() {
@@ -58,7 +59,11 @@ spec:
             - containerPort: 8080
         - name: envoy
           image: $sidecar
----
+YAML
+    # The Service in a file of its own: kubectl set image refuses a file
+    # holding an object without a pod template.
+    cat >"$dir/manifests/$name-service.yaml" <<YAML
+# $name: its Service.
 apiVersion: v1
 kind: Service
 metadata:
@@ -177,7 +182,7 @@ bench_deploy() {
   fi
 
   echo
-  echo "deploy: $DEPLOY_SERVICES services (a Deployment with 3 containers + a Service each) pinned from $DEPLOY_SERVICES verified records, $runs rounds, median wall time"
+  echo "deploy: $DEPLOY_SERVICES services (a Deployment with 3 containers + a Service, in 2 files each) pinned from $DEPLOY_SERVICES verified records, $runs rounds, median wall time"
   echo "  $("$OS_DEPLOY" --version); kubectl $(kubectl version --client 2>/dev/null | awk 'NR == 1 { print $3 }')${python:+; python3 $(python3 -c 'import sys, yaml; print(sys.version.split()[0], "PyYAML", yaml.__version__)')}; nproc $(nproc)"
   echo
   printf '  %-44s %10s %10s %10s %13s\n' contender "median ms" "min ms" "max ms" "vs os-deploy"
