@@ -483,6 +483,26 @@ fn yaml_that_does_not_parse_is_named_by_file_and_line() {
 }
 
 #[test]
+fn a_kustomize_directory_kubectl_cannot_render_is_bad_input() {
+    kubectl();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources:\n  - missing.yaml\n",
+    )
+    .unwrap();
+    let run = render(&[path_str(dir.path())], &lines(&all_three()));
+    assert_eq!(run.code(), 2);
+    assert_eq!(run.stdout(), "");
+    assert_eq!(run.records[0]["error"]["code"], "bad-manifest");
+    let message = run.records[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("kubectl kustomize") && message.contains("missing.yaml"),
+        "{message}"
+    );
+}
+
+#[test]
 fn unreadable_records_and_empty_input_are_usage_errors() {
     let run = render(
         &[path_str(&fixture("iam"))],

@@ -201,6 +201,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
             if !common.quiet && outcome.exit_code == cli::exit::SUCCESS {
                 let deployed = outcome.records.len();
                 eprintln!("os-deploy: pinned the images of {deployed} record(s)");
+                if records_out.is_none() {
+                    eprintln!(
+                        "os-deploy: the records were not kept: --records-out FILE keeps them for the audit trail"
+                    );
+                }
             }
             Ok(outcome.exit_code)
         }
