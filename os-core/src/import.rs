@@ -305,11 +305,14 @@ struct Copier<'a> {
 /// sending the same blob at once: the second waits, then mounts.
 #[derive(Default)]
 struct Landed {
-    blobs: Mutex<HashMap<(String, Digest), Arc<tokio::sync::Mutex<Option<String>>>>>,
+    blobs: Mutex<HashMap<(String, Digest), LandedIn>>,
 }
 
+/// The repository a blob landed in, once one did.
+type LandedIn = Arc<tokio::sync::Mutex<Option<String>>>;
+
 impl Landed {
-    fn cell(&self, registry: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<Option<String>>> {
+    fn cell(&self, registry: &str, digest: &Digest) -> LandedIn {
         self.blobs
             .lock()
             .expect("landed blobs poisoned")
