@@ -467,10 +467,10 @@ fn key_pair(dir: &Path) -> (PathBuf, PathBuf) {
 /// the verified records are `records/verified.jsonl`, the image lives in prod.
 // Read by the deploy step's test, which needs the real os-deploy (issue 5);
 // until it lands, only the registries' lifetimes matter.
-#[allow(dead_code)]
 struct Promoted {
-    dev: TestRegistry,
-    staging: TestRegistry,
+    // Kept so the registries outlive the promotion they served.
+    _dev: TestRegistry,
+    _staging: TestRegistry,
     prod: TestRegistry,
     work: tempfile::TempDir,
     image: images::TestImage,
@@ -593,8 +593,8 @@ fn promote_iam_through_dev_staging_and_prod() -> Promoted {
         image.size
     );
     Promoted {
-        dev,
-        staging,
+        _dev: dev,
+        _staging: staging,
         prod,
         work,
         image,
@@ -898,5 +898,47 @@ fn install_step_puts_the_tools_on_path_for_later_steps_on_both_hosts() {
     assert_eq!(
         fs::read_to_string(&github_path).unwrap(),
         format!("{}/bin\n", prefix.display())
+    );
+}
+
+/// deploy.sh in render mode pins the manifests to the digest verified in
+/// prod (through the real os-deploy and its verification gate).
+#[test]
+fn deploy_step_renders_the_manifests_pinned_to_the_verified_digest() {
+    let promoted = promote_iam_through_dev_staging_and_prod();
+    let manifests = promoted.work.path().join("k8s/iam");
+    fs::create_dir_all(&manifests).unwrap();
+    let repository = format!("{}/onestream/iam", promoted.prod.host());
+    fs::write(
+        manifests.join("deployment.yaml"),
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: iam\nspec:\n  selector:\n    matchLabels: {{app: iam}}\n  template:\n    metadata:\n      labels: {{app: iam}}\n    spec:\n      containers:\n        - name: iam\n          image: {repository}:20261125.3\n"
+        ),
+    )
+    .unwrap();
+    let rendered = promoted.work.path().join("rendered.yaml");
+    step_ok(
+        step("deploy.sh")
+            .args(["--mode", "render", "--manifests"])
+            .arg(&manifests)
+            .arg("--rendered")
+            .arg(&rendered)
+            .arg("--in")
+            .arg(promoted.records.join("verified.jsonl"))
+            .arg("--out")
+            .arg(promoted.records.join("deployed.jsonl")),
+    );
+    let yaml = fs::read_to_string(&rendered).unwrap();
+    assert!(
+        yaml.contains(&format!("image: {repository}@{}", promoted.image.digest)),
+        "{yaml}"
+    );
+    assert!(!yaml.contains(":20261125.3"), "the tag is gone: {yaml}");
+    let deployed = read_records(&promoted.records.join("deployed.jsonl"));
+    assert_eq!(deployed.len(), 1);
+    assert_eq!(deployed[0]["digest"], promoted.image.digest.as_str());
+    assert_eq!(
+        deployed[0]["history"].as_array().unwrap().last().unwrap()["step"],
+        "deploy"
     );
 }
