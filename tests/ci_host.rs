@@ -201,3 +201,59 @@ fn outside_ci_nothing_but_the_records_and_human_errors_is_written() {
     assert_eq!(run.stderr, "");
     assert_eq!(records(&run.stdout).len(), 1);
 }
+
+#[test]
+fn os_deploy_tells_github_actions_what_it_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("k8s");
+    fs::create_dir(&manifests).unwrap();
+    fs::write(
+        manifests.join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: iam\nspec:\n  containers:\n    - name: iam\n      image: prod.example.com/onestream/iam:1.4.2\n",
+    )
+    .unwrap();
+    let digest = format!("sha256:{}", "3c".repeat(32));
+    let record = serde_json::json!({
+        "service": "iam",
+        "image": "prod.example.com/onestream/iam",
+        "digest": digest,
+        "history": [{
+            "step": "verify", "tool": "os-verify 0.1.0", "at": "2026-11-25T10:04:00Z",
+            "image": "prod.example.com/onestream/iam", "digest": digest,
+            "keyId": format!("sha256:{}", "b3".repeat(32)),
+            "signature": format!("prod.example.com/onestream/iam:sha256-{}.sig@sha256:{}", "3c".repeat(32), "ab".repeat(32)),
+            "identity": "dev.example.com/onestream/iam", "verified": true
+        }]
+    });
+    let output = dir.path().join("github_output");
+    let summary = dir.path().join("step_summary");
+    let kept = dir.path().join("deployed.jsonl");
+    let run = tool("os-deploy")
+        .arg("render")
+        .arg(&manifests)
+        .arg("--records-out")
+        .arg(&kept)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env_remove("TF_BUILD")
+        .write_stdin(format!("{record}\n"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // stdout is the YAML; the records went to --records-out and to the host.
+    assert!(String::from_utf8_lossy(&run.stdout).contains(&format!("@{digest}")));
+    assert_eq!(records(&fs::read(&kept).unwrap()).len(), 1);
+    assert_eq!(
+        fs::read_to_string(&output).unwrap(),
+        format!("image=prod.example.com/onestream/iam\ndigest={digest}\nservice=iam\n")
+    );
+    let written = fs::read_to_string(&summary).unwrap();
+    assert!(written.starts_with("### os-deploy: 1 artifact"), "{written}");
+    assert!(written.contains(&format!("`{digest}`")), "{written}");
+}

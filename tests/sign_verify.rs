@@ -894,6 +894,29 @@ fn referrer_bundles_interoperate_with_cosign_both_ways() {
         event["signature"],
         format!("{}/bundle/app@{referrer}", s.registry.host())
     );
+    assert_eq!(event["digest"], digest.as_str());
+    // os-deploy's gate takes a bundle's verification as it takes a .sig's.
+    let manifests = s.path("k8s");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("pod.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  containers:\n    - name: app\n      image: {}/bundle/app:1\n",
+            s.registry.host()
+        ),
+    )
+    .unwrap();
+    let rendered = tool("os-deploy")
+        .arg("render")
+        .arg(&manifests)
+        .write_stdin(verified.to_string() + "\n")
+        .assert()
+        .success();
+    assert!(
+        String::from_utf8_lossy(&rendered.get_output().stdout)
+            .contains(&format!("image: {}/bundle/app@{digest}", s.registry.host())),
+        "{rendered:?}"
+    );
     assert_eq!(
         one(&s.verify(&stranger, &record, &[]).code(1))["error"]["code"],
         "key-mismatch"

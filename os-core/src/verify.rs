@@ -151,6 +151,9 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
             record.push_event(
                 Event::new(STEP, &policy.tool)
                     .with("image", image.name())
+                    // What was verified, in its own field: a referrer's
+                    // `signature` (`repository@sha256:…`) does not name it.
+                    .with("digest", digest.to_string())
                     .with("keyId", accepted.key_id)
                     .with(
                         "signature",

@@ -194,9 +194,13 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 }
             };
             report(&outcome);
-            if let Some(file) = &mut records_file {
-                outcome.write(file).context("writing --records-out")?;
-                file.flush()?;
+            match &mut records_file {
+                Some(file) => {
+                    write_records(&outcome, file).context("writing --records-out")?;
+                    file.flush()?;
+                }
+                // Not kept, but still told to a CI host.
+                None => write_records(&outcome, &mut std::io::sink())?,
             }
             if !common.quiet && outcome.exit_code == cli::exit::SUCCESS {
                 let deployed = outcome.records.len();
@@ -258,9 +262,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
+/// Writes the records, telling them to the CI host too (output variables,
+/// annotations, the run summary) inside Azure Pipelines or GitHub Actions.
+fn write_records(outcome: &Outcome, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    os_core::ci_host::report("os-deploy", "deploy", out, |observed| outcome.write(observed))
+}
+
 fn write_stdout(outcome: &Outcome) -> anyhow::Result<u8> {
     let mut stdout = std::io::stdout().lock();
-    match outcome.write(&mut stdout) {
+    match write_records(outcome, &mut stdout) {
         Ok(()) => Ok(outcome.exit_code),
         // The reader went away (`| head`): what was deployed stays deployed.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(outcome.exit_code),
