@@ -19,7 +19,7 @@ use os_core::verify::{self, Identity, SignatureSource, VerifyPolicy};
 #[derive(Debug, Parser)]
 #[command(name = "os-verify", version, after_help = AFTER_HELP)]
 struct Args {
-    /// Public key (PEM file, env://VAR, azurekms://VAULT_HOST/KEY); repeatable:
+    /// Public key (PEM file, env://VAR, azurekms://VAULT_HOST/KEY[/VERSION]); repeatable:
     /// any one may match.
     #[arg(long = "key", value_name = "KEY", required = true)]
     keys: Vec<String>,
