@@ -9,12 +9,13 @@
 //! leaves the repository as it was before the run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::deploy::{self, Batch, Options, Outcome, Placement, Plan, Target, code};
 use crate::kube_manifest::{self, Input, Manifest, Node};
+use crate::process;
 use crate::record::{Record, field};
 use crate::reference::RegistryRef;
 
@@ -47,29 +48,17 @@ pub struct ImageUpdate {
 
 fn git(repo: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, GitopsError> {
     let mut command = Command::new("git");
-    command
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(GitopsError::Spawn)?;
-    if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
-        use std::io::Write as _;
-        pipe.write_all(text.as_bytes()).map_err(GitopsError::Spawn)?;
-    }
-    let output = child.wait_with_output().map_err(GitopsError::Spawn)?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    command.arg("-C").arg(repo).args(args);
+    let output = process::run(command, stdin.map(str::as_bytes), None).map_err(|failure| match failure {
+        process::Failure::Spawn(error) => GitopsError::Spawn(error),
+        process::Failure::Deadline => unreachable!("git runs without a deadline"),
+    })?;
+    if output.success {
+        Ok(output.stdout)
     } else {
         Err(GitopsError::Git {
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            stderr: output.stderr.trim().to_string(),
         })
     }
 }

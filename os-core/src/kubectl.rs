@@ -6,12 +6,12 @@
 //! server, a credential plugin waiting for a browser) is killed, never
 //! waited on forever.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::kube_manifest::ObjectName;
+use crate::process;
 
 /// How long a kubectl call other than `rollout status` may take.
 const CALL_DEADLINE: Duration = Duration::from_secs(120);
@@ -37,14 +37,7 @@ pub enum KubectlError {
     BadOutput { command: String, reason: String },
 }
 
-/// What a finished kubectl call said.
-#[derive(Debug)]
-pub struct Finished {
-    pub success: bool,
-    pub status: String,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use crate::process::Finished;
 
 /// The result of waiting for one workload's rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,77 +219,21 @@ pub fn has_rollout(kind: &str) -> bool {
 }
 
 fn run_with_deadline(
-    mut command: Command,
+    command: Command,
     program: &Path,
     shown: &str,
     stdin: Option<&[u8]>,
     deadline: Duration,
 ) -> Result<Finished, KubectlError> {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|source| KubectlError::Spawn {
-        program: program.display().to_string(),
-        source,
-    })?;
-    // Pipes are drained on threads so a chatty child never blocks on a full
-    // pipe while we wait for it.
-    let feeder = match (child.stdin.take(), stdin) {
-        (Some(mut pipe), Some(bytes)) => {
-            let bytes = bytes.to_vec();
-            Some(std::thread::spawn(move || {
-                // A child that exits without reading all of it is judged by
-                // its exit status, not by our broken pipe.
-                let _ = pipe.write_all(&bytes);
-            }))
-        }
-        _ => None,
-    };
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(KubectlError::Deadline {
-                    command: shown.to_string(),
-                    seconds: deadline.as_secs(),
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(source) => {
-                return Err(KubectlError::Spawn {
-                    program: program.display().to_string(),
-                    source,
-                });
-            }
-        }
-    };
-    if let Some(feeder) = feeder {
-        let _ = feeder.join();
-    }
-    Ok(Finished {
-        success: status.success(),
-        status: status.to_string(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+    process::run(command, stdin, Some(deadline)).map_err(|failure| match failure {
+        process::Failure::Spawn(source) => KubectlError::Spawn {
+            program: program.display().to_string(),
+            source,
+        },
+        process::Failure::Deadline => KubectlError::Deadline {
+            command: shown.to_string(),
+            seconds: deadline.as_secs(),
+        },
     })
 }
 
@@ -342,22 +279,5 @@ mod tests {
         for bad in ["", "5x", "m", "0s", "5m3"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_hung_command_is_stopped_at_its_deadline() {
-        let mut command = Command::new("sleep");
-        command.arg("30");
-        let started = Instant::now();
-        let error = run_with_deadline(
-            command,
-            Path::new("sleep"),
-            "sleep 30",
-            None,
-            Duration::from_millis(200),
-        )
-        .unwrap_err();
-        assert!(matches!(error, KubectlError::Deadline { .. }), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

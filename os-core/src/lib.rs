@@ -21,6 +21,7 @@ pub mod kube_manifest;
 pub mod kubectl;
 pub mod layout;
 pub mod manifest;
+pub mod process;
 pub mod progress;
 pub mod record;
 pub mod reference;
