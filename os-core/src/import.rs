@@ -331,6 +331,18 @@ struct Copied {
 }
 
 impl Copier<'_> {
+    /// Counts a finished blob and shows the counts on the progress line.
+    fn blob_done(&self, counter: &AtomicU64) {
+        count(counter, 1);
+        let stats = &self.stats;
+        self.progress.set_message(format!(
+            "blobs: {} copied, {} mounted, {} skipped",
+            total(&stats.copied),
+            total(&stats.mounted),
+            total(&stats.skipped)
+        ));
+    }
+
     async fn copy_blob(&self, digest: &Digest, size: u64) -> Result<(), ImportError> {
         // Held for the HEAD too: a check is a request like any other.
         let _slot = self
@@ -348,7 +360,7 @@ impl Copier<'_> {
             None => None,
         };
         if self.to.has_blob(self.stores, digest).await? {
-            count(&self.stats.skipped, 1);
+            self.blob_done(&self.stats.skipped);
             if let (Some(landed), Some(target)) = (landed.as_mut(), target) {
                 **landed = Some(target.repository.clone());
             }
@@ -364,7 +376,7 @@ impl Copier<'_> {
                 ..target.clone()
             };
             if self.stores.registry().mount_blob(target, &holder, digest).await? {
-                count(&self.stats.mounted, 1);
+                self.blob_done(&self.stats.mounted);
                 return Ok(());
             }
         }
@@ -415,7 +427,7 @@ impl Copier<'_> {
                     && source.repository != target.repository
                     && registry.mount_blob(target, source, digest).await?
                 {
-                    count(&self.stats.mounted, 1);
+                    self.blob_done(&self.stats.mounted);
                     return Ok(());
                 }
                 let stream = registry.blob_stream(source, digest).await?;
@@ -457,7 +469,7 @@ impl Copier<'_> {
                 self.progress.inc(size);
             }
         }
-        count(&self.stats.copied, 1);
+        self.blob_done(&self.stats.copied);
         count(&self.stats.bytes, size);
         Ok(())
     }
