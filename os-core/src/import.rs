@@ -9,7 +9,7 @@
 //! dangling manifest; what the target already has is not sent again, and
 //! within one registry blobs are mounted across repositories.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,6 +101,7 @@ pub fn run(
 ) -> Result<u8, RunError> {
     let importer = Arc::new(Importer {
         landed: Landed::default(),
+        source_tags: SourceTags::default(),
         transfers: Semaphore::new(usize::from(common.jobs)),
         progress: Progress::for_stderr(common.quiet),
         options,
@@ -123,6 +124,7 @@ pub fn run(
 struct Importer {
     options: ImportOptions,
     landed: Landed,
+    source_tags: SourceTags,
     /// Blob transfers in flight across all records: `--jobs`.
     transfers: Semaphore,
     progress: Progress,
@@ -298,6 +300,7 @@ struct Copier<'a> {
     progress: ProgressBar,
     transfers: &'a Semaphore,
     landed: &'a Landed,
+    source_tags: &'a SourceTags,
 }
 
 /// Which repository of a target registry already received a blob in this
@@ -520,22 +523,6 @@ impl Copier<'_> {
         Ok(copied.manifest.clone().expect("just filled"))
     }
 
-    /// Points `tag` at the target to `digest`, unless it does already.
-    async fn tag(
-        &self,
-        tag: &str,
-        digest: &Digest,
-        bytes: &[u8],
-        media_type: &str,
-    ) -> Result<(), ImportError> {
-        if !self.to.tag_points_to(self.stores, tag, digest).await? {
-            self.to
-                .put_manifest(self.stores, bytes, media_type, Some(tag))
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Copies only the platforms asked for: an index becomes a new index
     /// listing just those children (their bytes unchanged), so its digest
     /// differs unless every platform was asked for; a single-platform image
@@ -602,37 +589,99 @@ impl Copier<'_> {
     /// returns what was attached (name and manifest digest) and how the
     /// source offered referrers.
     async fn copy_attachments(&self, digest: &Digest) -> Result<Attachments, ImportError> {
-        let (stores, from) = (self.stores, &self.from);
+        let (stores, from, to) = (self.stores, &self.from, &self.to);
+        let listed = self.source_tags.of(stores, from).await?;
+        let may_exist = |tag: &str| listed.as_ref().is_none_or(|tags| tags.contains(tag));
         let mut attachments = Attachments::default();
         for suffix in ATTACHMENT_SUFFIXES {
             let tag = format!("{}{suffix}", digest.tag_form());
-            if let Some(bytes) = from.tagged(stores, &tag).await? {
-                let attachment = Digest::of(&bytes);
-                let media_type = media_type_of(&bytes, &attachment)?;
-                let written = self.copy_tree(&attachment, Some(bytes.clone())).await?.is_some();
-                self.tag(&tag, &attachment, &bytes, &media_type).await?;
-                attachments.add(tag, attachment, written);
+            if !may_exist(&tag) {
+                continue;
             }
+            let Some(attachment) = from.tag_digest(stores, &tag).await? else {
+                continue;
+            };
+            // The target's tag already names it: it is there, with all it
+            // references (a tag is only ever set after what it names).
+            if to.tag_points_to(stores, &tag, &attachment).await? {
+                attachments.add(tag, attachment, false);
+                continue;
+            }
+            let bytes = from.manifest(stores, &attachment).await?;
+            let media_type = media_type_of(&bytes, &attachment)?;
+            self.copy_tree(&attachment, Some(bytes.clone())).await?;
+            to.put_manifest(stores, &bytes, &media_type, Some(&tag)).await?;
+            attachments.add(tag, attachment, true);
+        }
+        let fallback_tag = digest.tag_form();
+        let api_absent = match from {
+            Place::Registry(r) => stores.registry().lacks_referrers_api(&r.registry),
+            Place::Layout(_) => true,
+        };
+        if api_absent && !may_exist(&fallback_tag) {
+            return Ok(attachments);
         }
         let listing = from.referrers(stores, digest).await?;
+        // An equal tag-fallback index at the target lists referrers that are
+        // all there (the index is written after its members).
+        let index_there = match &listing.fallback {
+            Some(index) => {
+                to.tag_points_to(stores, &fallback_tag, &Digest::of(index))
+                    .await?
+            }
+            None => false,
+        };
         for entry in &listing.entries {
             let Some(referrer) = manifest::descriptor_digest(entry) else {
                 continue;
             };
-            let written = self.copy_tree(&referrer, None).await?.is_some();
+            let written = !index_there && self.copy_tree(&referrer, None).await?.is_some();
             attachments.add(format!("referrer {referrer}"), referrer, written);
         }
         // Registries without the Referrers API (and layouts) find referrers
         // through the tag-fallback index: carry it, after its members.
         if !listing.entries.is_empty()
+            && !index_there
             && let Some(index) = listing.fallback
         {
-            let fallback = digest.tag_form();
-            self.tag(&fallback, &Digest::of(&index), &index, manifest::OCI_INDEX)
+            to.put_manifest(stores, &index, manifest::OCI_INDEX, Some(&fallback_tag))
                 .await?;
         }
         attachments.mechanism = listing.mechanism;
         Ok(attachments)
+    }
+}
+
+/// The tags of each source repository, listed once per run (attachment
+/// tags are then looked up only where they exist).
+#[derive(Default)]
+struct SourceTags {
+    repositories: Mutex<HashMap<String, ListedTags>>,
+}
+
+/// A repository's tags once listed; `None` inside when the registry would
+/// not list them.
+type ListedTags = Arc<tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>>;
+
+impl SourceTags {
+    async fn of(&self, stores: &Stores, place: &Place) -> Result<Option<Arc<HashSet<String>>>, ImportError> {
+        let Place::Registry(repository) = place else {
+            return Ok(None);
+        };
+        let cell = self
+            .repositories
+            .lock()
+            .expect("source tags poisoned")
+            .entry(format!("{}/{}", repository.registry, repository.repository))
+            .or_default()
+            .clone();
+        let listed = cell
+            .get_or_try_init(|| async {
+                let tags = place.tags(stores).await?;
+                Ok::<_, ImportError>(tags.map(|tags| Arc::new(tags.into_iter().collect())))
+            })
+            .await?;
+        Ok(listed.clone())
     }
 }
 
@@ -808,6 +857,7 @@ impl Importer {
                 progress: progress.clone(),
                 transfers: &self.transfers,
                 landed: &self.landed,
+                source_tags: &self.source_tags,
             };
             let mut copied = if options.platforms.is_empty() {
                 Copied {

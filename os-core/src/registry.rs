@@ -372,6 +372,39 @@ impl Registry {
         }
     }
 
+    /// Every tag of a repository (`/tags/list`, following `Link` pages);
+    /// `None` when the registry will not list them (then ask tag by tag).
+    pub async fn tags(&self, repository: &RegistryRef) -> Result<Option<Vec<String>>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut path = format!("/v2/{}/tags/list?n=1000", repository.repository);
+        loop {
+            let response = self.send(repository, "pull", Method::GET, &path, None).await?;
+            if !response.status().is_success() {
+                return Ok(None);
+            }
+            let next = header_str(response.headers(), "link").and_then(next_page);
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.unreachable(repository, &e))?;
+            let Ok(page) = serde_json::from_slice::<Page>(&body) else {
+                return Ok(None);
+            };
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                // Registries answer with a path (`</v2/…?last=…>; rel="next"`).
+                Some(next) if next.starts_with("/v2/") => path = next,
+                Some(_) => return Ok(None),
+                None => return Ok(Some(tags)),
+            }
+        }
+    }
+
     /// The digest a tag points to, if the tag exists (one HEAD; a GET where
     /// the registry sends no digest header).
     pub async fn tag_digest(
@@ -521,6 +554,14 @@ impl Registry {
         self.expect_ok(&reference.with_digest(digest.clone()), response, "blob upload")
             .await?;
         Ok(())
+    }
+
+    /// Whether this host is already known to lack the Referrers API.
+    pub fn lacks_referrers_api(&self, registry: &str) -> bool {
+        self.without_referrers_api
+            .lock()
+            .expect("referrers cache poisoned")
+            .contains(registry)
     }
 
     /// Whether the registry answers the OCI 1.1 Referrers API (with an
@@ -1208,6 +1249,20 @@ fn media_type_only(content_type: &str) -> String {
         .to_string()
 }
 
+/// The target of a `Link: <…>; rel="next"` header.
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
 fn header_digest(reference: &RegistryRef, headers: &HeaderMap) -> Result<Option<Digest>, RegistryError> {
     match header_str(headers, DIGEST_HEADER) {
         None => Ok(None),
@@ -1364,6 +1419,15 @@ mod tests {
         for host in ["10.0.0.1:5000", "example.com", "devacr.azurecr.io"] {
             assert!(!is_loopback(host), "{host}");
         }
+    }
+
+    #[test]
+    fn link_headers_give_the_next_page() {
+        assert_eq!(
+            next_page(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/app/tags/list?last=b&n=2")
+        );
+        assert_eq!(next_page(r#"</other>; rel="prev""#), None);
     }
 
     #[test]

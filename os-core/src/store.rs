@@ -210,6 +210,14 @@ impl Place {
         }
     }
 
+    /// The digest `tag` names here, if the tag exists.
+    pub async fn tag_digest(&self, stores: &Stores, tag: &str) -> Result<Option<Digest>, StoreError> {
+        match self {
+            Place::Registry(r) => Ok(stores.registry().tag_digest(r, tag).await?),
+            Place::Layout(_) => Ok(self.tagged(stores, tag).await?.map(|bytes| Digest::of(&bytes))),
+        }
+    }
+
     /// Whether `tag` already names `digest` here.
     pub async fn tag_points_to(
         &self,
@@ -217,12 +225,15 @@ impl Place {
         tag: &str,
         digest: &Digest,
     ) -> Result<bool, StoreError> {
+        Ok(self.tag_digest(stores, tag).await?.as_ref() == Some(digest))
+    }
+
+    /// Every tag of a registry repository, when the registry lists them
+    /// (`None` for a layout, whose tags are read locally one by one anyway).
+    pub async fn tags(&self, stores: &Stores) -> Result<Option<Vec<String>>, StoreError> {
         match self {
-            Place::Registry(r) => Ok(stores.registry().tag_digest(r, tag).await?.as_ref() == Some(digest)),
-            Place::Layout(_) => Ok(self
-                .tagged(stores, tag)
-                .await?
-                .is_some_and(|bytes| Digest::of(&bytes) == *digest)),
+            Place::Registry(r) => Ok(stores.registry().tags(r).await?),
+            Place::Layout(_) => Ok(None),
         }
     }
 }
