@@ -644,6 +644,11 @@ impl Copier<'_> {
             && !index_there
             && let Some(index) = listing.fallback
         {
+            // Referrers attached at the target alone stay listed.
+            let index = match to.tagged(stores, &fallback_tag).await? {
+                Some(existing) => merged_index(&index, &existing),
+                None => index,
+            };
             to.put_manifest(stores, &index, manifest::OCI_INDEX, Some(&fallback_tag))
                 .await?;
         }
@@ -683,6 +688,31 @@ impl SourceTags {
             .await?;
         Ok(listed.clone())
     }
+}
+
+/// The source's tag-fallback index plus the entries only the target's
+/// lists (its own referrers); the source's bytes when there are none.
+fn merged_index(source: &[u8], target: &[u8]) -> Vec<u8> {
+    let (Ok(mut merged), Ok(theirs)) = (
+        serde_json::from_slice::<Value>(source),
+        manifest::index_entries(target),
+    ) else {
+        return source.to_vec();
+    };
+    let ours: HashSet<Digest> = manifest::index_entries(source)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(manifest::descriptor_digest)
+        .collect();
+    let extra: Vec<Value> = theirs
+        .into_iter()
+        .filter(|entry| manifest::descriptor_digest(entry).is_some_and(|d| !ours.contains(&d)))
+        .collect();
+    match merged.get_mut("manifests").and_then(Value::as_array_mut) {
+        Some(entries) if !extra.is_empty() => entries.extend(extra),
+        _ => return source.to_vec(),
+    }
+    serde_json::to_vec(&merged).expect("a JSON value serialises")
 }
 
 /// What is attached to an image, as carried.
@@ -973,5 +1003,30 @@ impl Importer {
         }
         record.push_event(event);
         record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_target_fallback_index_keeps_its_own_referrers() {
+        let d = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
+        let index = |digests: &[String]| {
+            let entries: Vec<_> = digests.iter().map(|d| serde_json::json!({"digest": d})).collect();
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries})).unwrap()
+        };
+        let source = index(&[d(1), d(2)]);
+        let merged = super::merged_index(&source, &index(&[d(2), d(3)]));
+        let listed: Vec<_> = crate::manifest::index_entries(&merged)
+            .unwrap()
+            .iter()
+            .map(|e| e["digest"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(listed, [d(1), d(2), d(3)]);
+        assert_eq!(
+            super::merged_index(&source, &index(&[d(1)])),
+            source,
+            "nothing to add"
+        );
     }
 }
