@@ -994,3 +994,42 @@ fn referrer_bundles_interoperate_with_cosign_both_ways() {
         true
     );
 }
+
+#[test]
+fn an_air_gap_export_verifies_offline_straight_from_os_import() {
+    let s = Setup::new();
+    let (record, digest) = s.image("gap/app", "airgap-pipe");
+    let (key, public) = s.our_keys("gap");
+    let signed = stdout(&s.sign(&key, &record, &[]).success());
+    let layout = s.path("exported");
+    let exported = stdout(
+        &tool("os-import")
+            .arg("--to")
+            .arg(format!("oci:{}", layout.display()))
+            .write_stdin(signed)
+            .assert()
+            .success(),
+    );
+    drop(s.registry);
+    let offline = |input: &str| {
+        tool("os-verify")
+            .arg("--key")
+            .arg(&public)
+            .arg("--offline")
+            .arg(&layout)
+            .write_stdin(input.to_string())
+            .assert()
+    };
+    // The exported record names the layout; its signatures name the
+    // repository it was imported from, which the import event records.
+    let verified = one(&offline(&exported).success());
+    let event = verified["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["verified"], true);
+    assert_eq!(event["image"], format!("oci:{}", layout.display()));
+    assert_eq!(event["digest"], digest.as_str());
+    // Without the import event there is no signed identity to check against.
+    let mut orphan: Value = serde_json::from_str(exported.trim()).unwrap();
+    orphan["history"] = serde_json::json!([]);
+    let refused = one(&offline(&format!("{orphan}\n")).code(1));
+    assert_eq!(refused["error"]["code"], "unsupported");
+}

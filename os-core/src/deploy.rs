@@ -195,9 +195,16 @@ impl Batch {
     pub fn refuse(mut self, batch_reason: Option<(&'static str, String)>) -> Outcome {
         let mut reasons: Vec<String> = Vec::new();
         if self.upstream_failures > 0 {
+            let failed: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|e| e.record.is_error() && e.failure.is_none())
+                .map(|e| e.origin.to_string())
+                .collect();
             reasons.push(format!(
-                "the batch holds {} error record(s) from an earlier step",
-                self.upstream_failures
+                "the batch holds {} error record(s) from an earlier step ({})",
+                self.upstream_failures,
+                failed.join(", ")
             ));
         }
         let own: Vec<String> = self

@@ -17,7 +17,7 @@ use crate::digest::Digest;
 use crate::key::PublicKey;
 use crate::layout::{Layout, LayoutError};
 use crate::record::{Event, Record, field};
-use crate::reference::RegistryRef;
+use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryError;
 use crate::signature::{self, SIMPLE_SIGNING};
 use crate::store::{Place, StoreError, Stores, located};
@@ -142,15 +142,26 @@ fn ad_hoc_record(text: &str, origin: Origin) -> Record {
 }
 
 async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, mut record: Record) -> Record {
-    let (image, digest) = match located(&record, origin, STEP) {
-        Ok(found) => found,
-        Err(failed) => return failed,
+    let (image, digest) = match signed_location(&record, &policy.source) {
+        Some(found) => found,
+        None => match located(&record, origin, STEP) {
+            Ok(found) => found,
+            Err(failed) => return failed,
+        },
     };
     match find_accepted(stores, &policy.source.place(&image), policy, &image, &digest).await {
         Ok(accepted) => {
             record.push_event(
                 Event::new(STEP, &policy.tool)
-                    .with("image", image.name())
+                    .with(
+                        "image",
+                        // Where it was verified: the layout for an offline record.
+                        record
+                            .image()
+                            .filter(|i| i.starts_with("oci:"))
+                            .map(str::to_string)
+                            .unwrap_or_else(|| image.name()),
+                    )
                     // What was verified, in its own field: a referrer's
                     // `signature` (`repository@sha256:…`) does not name it.
                     .with("digest", digest.to_string())
@@ -179,6 +190,28 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
             );
             record
         }
+    }
+}
+
+/// With `--offline DIR`, a record that `os-import --to oci:DIR` moved into
+/// that layout: its signatures were made in the registry it came from (the
+/// import event's `from`), which is the identity they name.
+fn signed_location(record: &Record, source: &SignatureSource) -> Option<(RegistryRef, Digest)> {
+    let SignatureSource::Layout(_) = source else {
+        return None;
+    };
+    let image = record.image()?;
+    if !image.starts_with("oci:") {
+        return None;
+    }
+    let from = record.history().iter().rev().find_map(|event| {
+        let is_import = event.get("step").and_then(Value::as_str) == Some("import")
+            && event.get("to").and_then(Value::as_str) == Some(image);
+        is_import.then(|| event.get("from")?.as_str())?
+    })?;
+    match from.parse::<ImageRef>().ok()? {
+        ImageRef::Registry(repository) => Some((repository.with(None), record.digest().ok()??)),
+        ImageRef::Layout(_) => None,
     }
 }
 
