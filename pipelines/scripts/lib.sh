@@ -11,6 +11,8 @@
 #   os_need_file PATH WHAT  a readable, non-empty file
 #   os_check_records FILE   every line a record, none an error record, at least one
 #   os_acr_login REF...     az acr login for each *.azurecr.io registry named (when az is there)
+#   os_acr_login_records FILE [REF...]
+#                           the same for the registries FILE's records live in, and REFs
 #
 # Records travel between steps as files (--in, --out): the last tool's stdout
 # never reaches the agent log, where a "##vso[" inside a record would be read
@@ -72,4 +74,13 @@ os_acr_login() {
       *.azurecr.io) az acr login --name "${host%%.*}" >&2 || os_die "az acr login to $host failed" ;;
     esac
   done
+}
+
+# os_acr_login for the registries a records file's images live in (and any
+# further REFs, such as a step's target).
+os_acr_login_records() {
+  local file=$1 images
+  shift
+  mapfile -t images < <(jq -r '.image' "$file" | sort -u)
+  os_acr_login "${images[@]}" "$@"
 }

@@ -38,8 +38,7 @@ os_require --to "$to" --key "$key" --in "$in" --out "$out"
 os_check_records "$in"
 mkdir -p "$(dirname "$out")"
 
-mapfile -t images < <(jq -r '.image' "$in" | sort -u)
-os_acr_login "${images[@]}" "$to"
+os_acr_login_records "$in" "$to"
 set +e
 os-import --to "$to" <"$in" |
   os-verify --key "$key" --azure-credential "$credential" "${annotations[@]}" >"$out"

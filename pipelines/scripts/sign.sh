@@ -51,8 +51,7 @@ if [ "$credential" = workload-identity ] && [ -z "${AZURE_FEDERATED_TOKEN_FILE:-
   export AZURE_TENANT_ID=${AZURE_TENANT_ID:-${tenantId:-}}
 fi
 
-mapfile -t images < <(jq -r '.image' "$in" | sort -u)
-os_acr_login "${images[@]}"
+os_acr_login_records "$in"
 os-sign --key "$key" --azure-credential "$credential" "${annotations[@]}" <"$in" >"$out" ||
   os_die "os-sign exited $?; records in $out"
 os_check_records "$out"

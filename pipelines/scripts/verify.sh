@@ -35,8 +35,7 @@ os_require --key "$key" --in "$in" --out "$out"
 os_check_records "$in"
 mkdir -p "$(dirname "$out")"
 
-mapfile -t images < <(jq -r '.image' "$in" | sort -u)
-os_acr_login "${images[@]}"
+os_acr_login_records "$in"
 os-verify --key "$key" --azure-credential "$credential" "${annotations[@]}" <"$in" >"$out" ||
   os_die "os-verify exited $?; records in $out"
 os_check_records "$out"
