@@ -418,6 +418,27 @@ impl Copier<'_> {
         outcome
     }
 
+    /// Streams a blob from `from` (a registry or a layout, named for
+    /// errors) to the target registry, hashed on the way; a fault on the
+    /// source side is reported as the source's.
+    async fn upload_checked(
+        &self,
+        target: &RegistryRef,
+        digest: &Digest,
+        size: u64,
+        stream: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        from: &str,
+    ) -> Result<(), ImportError> {
+        let (body, check) = verified(stream, digest.clone(), size, self.progress.clone());
+        let uploaded = self
+            .stores
+            .registry()
+            .upload_blob_stream(target, digest, size, body)
+            .await;
+        source_fault(&check, digest, from)?;
+        Ok(uploaded?)
+    }
+
     async fn transfer_blob(&self, digest: &Digest, size: u64) -> Result<(), ImportError> {
         let blob_error = |detail: String| ImportError::Blob {
             digest: digest.clone(),
@@ -434,10 +455,8 @@ impl Copier<'_> {
                     return Ok(());
                 }
                 let stream = registry.blob_stream(source, digest).await?;
-                let (body, check) = verified(stream, digest.clone(), size, self.progress.clone());
-                let uploaded = registry.upload_blob_stream(target, digest, size, body).await;
-                source_fault(&check, digest, &format!("registry {}", source.registry))?;
-                uploaded?;
+                let from = format!("registry {}", source.registry);
+                self.upload_checked(target, digest, size, stream, &from).await?;
             }
             (Place::Layout(source), Place::Registry(target)) => {
                 let path = source.blob_path(digest);
@@ -445,10 +464,8 @@ impl Copier<'_> {
                     .await
                     .map_err(|e| blob_error(format!("{}: {e}", path.display())))?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                let (body, check) = verified(stream, digest.clone(), size, self.progress.clone());
-                let uploaded = registry.upload_blob_stream(target, digest, size, body).await;
-                source_fault(&check, digest, &format!("layout {}", path.display()))?;
-                uploaded?;
+                let from = format!("layout {}", path.display());
+                self.upload_checked(target, digest, size, stream, &from).await?;
             }
             (Place::Registry(source), Place::Layout(target)) => {
                 let stream = registry.blob_stream(source, digest).await?;
@@ -491,11 +508,13 @@ impl Copier<'_> {
         if self.to.has_manifest(self.stores, digest).await? {
             return Ok(None);
         }
-        let bytes = match known {
-            Some(bytes) => bytes,
-            None => self.from.manifest(self.stores, digest).await?,
+        let (bytes, media_type) = match known {
+            Some(bytes) => {
+                let media_type = media_type_of(&bytes, digest)?;
+                (bytes, media_type)
+            }
+            None => self.source_manifest(digest).await?,
         };
-        let media_type = media_type_of(&bytes, digest)?;
         if manifest::is_index(&media_type) {
             let children = index_children(&bytes, &media_type);
             futures::future::try_join_all(children.iter().map(|child| Box::pin(self.copy_tree(child, None))))
@@ -512,13 +531,18 @@ impl Copier<'_> {
         Ok(Some((bytes, media_type)))
     }
 
+    /// A source manifest's bytes (checked against `digest`) and media type.
+    async fn source_manifest(&self, digest: &Digest) -> Result<(Vec<u8>, String), ImportError> {
+        let bytes = self.from.manifest(self.stores, digest).await?;
+        let media_type = media_type_of(&bytes, digest)?;
+        Ok((bytes, media_type))
+    }
+
     /// The bytes and media type of what was copied, read from the source
     /// if the copy did not need them.
     async fn manifest_of(&self, copied: &mut Copied) -> Result<(Vec<u8>, String), ImportError> {
         if copied.manifest.is_none() {
-            let bytes = self.from.manifest(self.stores, &copied.digest).await?;
-            let media_type = media_type_of(&bytes, &copied.digest)?;
-            copied.manifest = Some((bytes, media_type));
+            copied.manifest = Some(self.source_manifest(&copied.digest).await?);
         }
         Ok(copied.manifest.clone().expect("just filled"))
     }
@@ -528,8 +552,7 @@ impl Copier<'_> {
     /// differs unless every platform was asked for; a single-platform image
     /// is copied as it is if its config names a wanted platform.
     async fn copy_platforms(&self, digest: &Digest, wanted: &[String]) -> Result<Copied, ImportError> {
-        let bytes = self.from.manifest(self.stores, digest).await?;
-        let media_type = media_type_of(&bytes, digest)?;
+        let (bytes, media_type) = self.source_manifest(digest).await?;
         let unchanged = |bytes: Vec<u8>, media_type: String| Copied {
             manifest: Some((bytes, media_type)),
             digest: digest.clone(),
@@ -607,8 +630,7 @@ impl Copier<'_> {
                 attachments.add(tag, attachment, false);
                 continue;
             }
-            let bytes = from.manifest(stores, &attachment).await?;
-            let media_type = media_type_of(&bytes, &attachment)?;
+            let (bytes, media_type) = self.source_manifest(&attachment).await?;
             self.copy_tree(&attachment, Some(bytes.clone())).await?;
             to.put_manifest(stores, &bytes, &media_type, Some(&tag)).await?;
             attachments.add(tag, attachment, true);
