@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::key::Signer;
 use crate::record::{Event, Record, field};
 use crate::reference::RegistryRef;
-use crate::registry::{Referrers, RegistryError};
+use crate::registry::RegistryError;
 use crate::signature;
 use crate::store::{Stores, located};
 use crate::stream::{self, Origin};
@@ -218,7 +218,7 @@ async fn store_bundle(
     let name = signature::docker_reference(image);
     let statement = bundle::statement(&name, digest, annotations);
     let public = signer.public_key();
-    let (existing, _) = registry.referrers(image, digest).await?;
+    let (existing, listed_by) = registry.referrers(image, digest).await?;
     for entry in existing.iter().filter(|entry| bundle::may_be_bundle(entry)) {
         let Some(referrer) = crate::manifest::descriptor_digest(entry) else {
             continue;
@@ -234,12 +234,8 @@ async fn store_bundle(
         };
         let signed = envelope.signed_bytes();
         if envelope.payload == statement && envelope.signatures.iter().any(|s| public.verify(s, &signed)) {
-            let mechanism = if registry.has_referrers_api(image, digest).await? {
-                Referrers::Api
-            } else {
-                Referrers::TagFallback
-            };
-            return Ok((format!("{image}@{referrer}"), false, mechanism.label()));
+            // Found in a listing, so by the Referrers API or the tag fallback.
+            return Ok((format!("{image}@{referrer}"), false, listed_by.label()));
         }
     }
     let signature = signer
