@@ -142,10 +142,18 @@ fn ad_hoc_record(text: &str, origin: Origin) -> Record {
 }
 
 async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, mut record: Record) -> Record {
-    let (image, digest) = match signed_location(&record, &policy.source) {
-        Some(found) => found,
+    // `verified_at` is where it was verified: the layout, for a record
+    // os-import moved into the --offline layout.
+    let (image, digest, verified_at) = match signed_location(&record, &policy.source) {
+        Some((image, digest)) => {
+            let layout = record.image().unwrap_or_default().to_string();
+            (image, digest, layout)
+        }
         None => match located(&record, origin, STEP) {
-            Ok(found) => found,
+            Ok((image, digest)) => {
+                let name = image.name();
+                (image, digest, name)
+            }
             Err(failed) => return failed,
         },
     };
@@ -153,15 +161,7 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
         Ok(accepted) => {
             record.push_event(
                 Event::new(STEP, &policy.tool)
-                    .with(
-                        "image",
-                        // Where it was verified: the layout for an offline record.
-                        record
-                            .image()
-                            .filter(|i| i.starts_with("oci:"))
-                            .map(str::to_string)
-                            .unwrap_or_else(|| image.name()),
-                    )
+                    .with("image", verified_at)
                     // What was verified, in its own field: a referrer's
                     // `signature` (`repository@sha256:…`) does not name it.
                     .with("digest", digest.to_string())
