@@ -564,6 +564,107 @@ fn blobs_shared_across_repositories_are_sent_once_then_mounted_at_the_target() {
     }
 }
 
+#[test]
+fn a_promotion_writes_each_manifest_once_and_a_re_run_only_asks() {
+    let dev = TestRegistry::start();
+    let prod = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = images::single_arch(&dir.path().join("l"), "1.0", "economy");
+    images::push(&image, &dev, "onestream/auth", "1.0");
+    let prefix = dir.path().join("k");
+    tool("os-sign")
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(&prefix)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .assert()
+        .success();
+    // Signed both ways: a .sig tag and a Sigstore bundle as an OCI 1.1
+    // referrer (through the tag-fallback index on this registry).
+    let digested = stdout(
+        &tool("os-digest")
+            .arg(format!("{}/onestream/auth:1.0", dev.host()))
+            .assert()
+            .success(),
+    );
+    let mut signed = digested.clone();
+    for storage in ["tag", "referrers"] {
+        signed = stdout(
+            &tool("os-sign")
+                .args(["--storage", storage, "--key"])
+                .arg(prefix.with_extension("key"))
+                .env("COSIGN_PASSWORD", PASSWORD)
+                .write_stdin(signed)
+                .assert()
+                .success(),
+        );
+    }
+    let import = || {
+        one(&tool("os-import")
+            .args(["--to", &format!("{}/onestream", prod.host())])
+            .write_stdin(digested.clone())
+            .assert()
+            .success())
+    };
+    let hex = image.digest.trim_start_matches("sha256:");
+    let manifest_puts = |requests: &[String]| -> Vec<String> {
+        let mut puts: Vec<String> = requests
+            .iter()
+            .filter(|r| r.starts_with("PUT ") && r.contains("/manifests/"))
+            .map(|r| r.rsplit('/').next().unwrap().to_string())
+            .collect();
+        puts.sort();
+        puts
+    };
+
+    let first = import();
+    let attached = last_event(&first)["attached"].as_array().unwrap().len();
+    assert_eq!(attached, 2, "{first}");
+    let requests = prod.requests();
+    // Each manifest is pushed once: the image and the signature under their
+    // tags (one PUT stores and tags), the referrer by digest, then the
+    // fallback index that lists it.
+    let puts = manifest_puts(&requests);
+    assert_eq!(puts.len(), 4, "{puts:?}");
+    assert!(puts.contains(&"1.0".to_string()), "{puts:?}");
+    assert!(puts.contains(&format!("sha256-{hex}.sig")), "{puts:?}");
+    assert!(puts.contains(&format!("sha256-{hex}")), "{puts:?}");
+    assert!(
+        !puts.contains(&image.digest),
+        "the image was pushed twice: {puts:?}"
+    );
+
+    // Promoting again only asks: the image's tag, the signature's tag and
+    // the fallback index's tag, one request each, and writes nothing.
+    let before = requests.len();
+    let again = import();
+    assert_eq!(
+        last_event(&again)["attached"].as_array().unwrap().len(),
+        2,
+        "{again}"
+    );
+    let requests = prod.requests()[before..].to_vec();
+    let writes: Vec<&String> = requests
+        .iter()
+        .filter(|r| !r.starts_with("HEAD ") && !r.starts_with("GET "))
+        .collect();
+    assert!(writes.is_empty(), "a re-run wrote: {writes:?}");
+    let mut manifests: Vec<String> = requests
+        .iter()
+        .filter(|r| r.contains("/manifests/"))
+        .map(|r| r.rsplit('/').next().unwrap().to_string())
+        .collect();
+    manifests.sort();
+    assert_eq!(
+        manifests,
+        vec![
+            "1.0".to_string(),
+            format!("sha256-{hex}"),
+            format!("sha256-{hex}.sig")
+        ],
+        "{requests:?}"
+    );
+}
+
 fn records_of(output: &assert_cmd::assert::Assert) -> Vec<Value> {
     records(&output.get_output().stdout)
 }

@@ -508,6 +508,19 @@ impl Copier<'_> {
         if self.to.has_manifest(self.stores, digest).await? {
             return Ok(None);
         }
+        self.copy_tree_as(digest, known, None).await.map(Some)
+    }
+
+    /// [`Copier::copy_tree`] without asking the target first (the caller
+    /// knows it lacks the manifest, or asked under a tag already): the
+    /// children or blobs, then the manifest itself, pushed under `tag` when
+    /// given — one PUT both stores and tags it — or by digest.
+    async fn copy_tree_as(
+        &self,
+        digest: &Digest,
+        known: Option<Vec<u8>>,
+        tag: Option<&str>,
+    ) -> Result<(Vec<u8>, String), ImportError> {
         let (bytes, media_type) = match known {
             Some(bytes) => {
                 let media_type = media_type_of(&bytes, digest)?;
@@ -525,10 +538,10 @@ impl Copier<'_> {
                 .await?;
         }
         self.to
-            .put_manifest(self.stores, &bytes, &media_type, None)
+            .put_manifest(self.stores, &bytes, &media_type, tag)
             .await?;
         count(&self.stats.manifests, 1);
-        Ok(Some((bytes, media_type)))
+        Ok((bytes, media_type))
     }
 
     /// A source manifest's bytes (checked against `digest`) and media type.
@@ -608,56 +621,118 @@ impl Copier<'_> {
         })
     }
 
-    /// Copies cosign's attachment tags and OCI 1.1 referrers of `digest`;
-    /// returns what was attached (name and manifest digest) and how the
-    /// source offered referrers.
+    /// Copies cosign's attachment tags and OCI 1.1 referrers of `digest`,
+    /// all at once; returns what was attached (name and manifest digest)
+    /// and how the source offered referrers.
     async fn copy_attachments(&self, digest: &Digest) -> Result<Attachments, ImportError> {
-        let (stores, from, to) = (self.stores, &self.from, &self.to);
-        let listed = self.source_tags.of(stores, from).await?;
+        let listed = self.source_tags.of(self.stores, &self.from).await?;
         let may_exist = |tag: &str| listed.as_ref().is_none_or(|tags| tags.contains(tag));
+        let tags = ATTACHMENT_SUFFIXES
+            .iter()
+            .map(|suffix| format!("{}{suffix}", digest.tag_form()))
+            .filter(|tag| may_exist(tag))
+            .map(|tag| self.copy_attachment_tag(tag, listed.is_some()));
+        let (tagged, referrers) = futures::try_join!(
+            futures::future::try_join_all(tags),
+            self.copy_referrers(digest, may_exist(&digest.tag_form())),
+        )?;
         let mut attachments = Attachments::default();
-        for suffix in ATTACHMENT_SUFFIXES {
-            let tag = format!("{}{suffix}", digest.tag_form());
-            if !may_exist(&tag) {
-                continue;
-            }
-            let Some(attachment) = from.tag_digest(stores, &tag).await? else {
-                continue;
-            };
-            // The target's tag already names it: it is there, with all it
-            // references (a tag is only ever set after what it names).
-            if to.tag_points_to(stores, &tag, &attachment).await? {
-                attachments.add(tag, attachment, false);
-                continue;
-            }
-            let (bytes, media_type) = self.source_manifest(&attachment).await?;
-            self.copy_tree(&attachment, Some(bytes.clone())).await?;
-            to.put_manifest(stores, &bytes, &media_type, Some(&tag)).await?;
-            attachments.add(tag, attachment, true);
+        for (tag, attachment, written) in tagged.into_iter().flatten() {
+            attachments.add(tag, attachment, written);
         }
+        attachments.mechanism = referrers.mechanism;
+        attachments.extend(referrers);
+        Ok(attachments)
+    }
+
+    /// Copies one cosign attachment tag (`sha256-<hex>.sig`, …) unless the
+    /// target's tag names the same manifest. Returns the tag, the manifest's
+    /// digest and whether it was written; `None` when the source has no
+    /// such tag. When the source's tags were listed (the tag exists), the
+    /// target is asked at the same time as the source.
+    async fn copy_attachment_tag(
+        &self,
+        tag: String,
+        listed: bool,
+    ) -> Result<Option<(String, Digest, bool)>, ImportError> {
+        let (stores, from, to) = (self.stores, &self.from, &self.to);
+        let (source, there) = if listed {
+            let (source, there) = futures::try_join!(from.tagged(stores, &tag), to.tag_digest(stores, &tag))?;
+            (source, Some(there))
+        } else {
+            (from.tagged(stores, &tag).await?, None)
+        };
+        let Some(bytes) = source else {
+            return Ok(None);
+        };
+        let attachment = Digest::of(&bytes);
+        let there = match there {
+            Some(there) => there,
+            None => to.tag_digest(stores, &tag).await?,
+        };
+        // The target's tag already names it: it is there, with all it
+        // references (a tag is only ever set after what it names).
+        if there.as_ref() == Some(&attachment) {
+            return Ok(Some((tag, attachment, false)));
+        }
+        self.copy_tree_as(&attachment, Some(bytes), Some(&tag)).await?;
+        Ok(Some((tag, attachment, true)))
+    }
+
+    /// Copies the OCI 1.1 referrers of `digest` and, where the source lists
+    /// them in a tag-fallback index, that index (merged with the target's).
+    /// `fallback_may_exist` is false when the source's tag list lacks the
+    /// `sha256-<hex>` tag.
+    async fn copy_referrers(
+        &self,
+        digest: &Digest,
+        fallback_may_exist: bool,
+    ) -> Result<Attachments, ImportError> {
+        let (stores, from, to) = (self.stores, &self.from, &self.to);
         let fallback_tag = digest.tag_form();
         let api_absent = match from {
             Place::Registry(r) => stores.registry().lacks_referrers_api(&r.registry),
             Place::Layout(_) => true,
         };
-        if api_absent && !may_exist(&fallback_tag) {
-            return Ok(attachments);
+        if api_absent && !fallback_may_exist {
+            return Ok(Attachments::default());
         }
-        let listing = from.referrers(stores, digest).await?;
+        // A source known to list referrers by its tag fallback: the target's
+        // fallback tag is asked at the same time.
+        let (listing, asked) = if api_absent {
+            let (listing, there) = futures::try_join!(
+                from.referrers(stores, digest),
+                to.tag_digest(stores, &fallback_tag)
+            )?;
+            (listing, Some(there))
+        } else {
+            (from.referrers(stores, digest).await?, None)
+        };
+        let target_index = match (&listing.fallback, asked) {
+            (Some(_), Some(there)) => there,
+            (Some(_), None) => to.tag_digest(stores, &fallback_tag).await?,
+            (None, _) => None,
+        };
         // An equal tag-fallback index at the target lists referrers that are
         // all there (the index is written after its members).
-        let index_there = match &listing.fallback {
-            Some(index) => {
-                to.tag_points_to(stores, &fallback_tag, &Digest::of(index))
-                    .await?
-            }
-            None => false,
+        let index_there = listing
+            .fallback
+            .as_ref()
+            .is_some_and(|index| target_index == Some(Digest::of(index)));
+        let referrers: Vec<Digest> = listing
+            .entries
+            .iter()
+            .filter_map(manifest::descriptor_digest)
+            .collect();
+        let written = futures::future::try_join_all(referrers.iter().map(|referrer| async move {
+            Ok::<_, ImportError>(!index_there && self.copy_tree(referrer, None).await?.is_some())
+        }))
+        .await?;
+        let mut attachments = Attachments {
+            mechanism: listing.mechanism,
+            ..Attachments::default()
         };
-        for entry in &listing.entries {
-            let Some(referrer) = manifest::descriptor_digest(entry) else {
-                continue;
-            };
-            let written = !index_there && self.copy_tree(&referrer, None).await?.is_some();
+        for (referrer, written) in referrers.into_iter().zip(written) {
             attachments.add(format!("referrer {referrer}"), referrer, written);
         }
         // Registries without the Referrers API (and layouts) find referrers
@@ -667,14 +742,17 @@ impl Copier<'_> {
             && let Some(index) = listing.fallback
         {
             // Referrers attached at the target alone stay listed.
-            let index = match to.tagged(stores, &fallback_tag).await? {
+            let existing = match target_index {
+                Some(_) => to.tagged(stores, &fallback_tag).await?,
+                None => None,
+            };
+            let index = match existing {
                 Some(existing) => merged_index(&index, &existing),
                 None => index,
             };
             to.put_manifest(stores, &index, manifest::OCI_INDEX, Some(&fallback_tag))
                 .await?;
         }
-        attachments.mechanism = listing.mechanism;
         Ok(attachments)
     }
 }
@@ -911,21 +989,43 @@ impl Importer {
                 landed: &self.landed,
                 source_tags: &self.source_tags,
             };
+            let to = &copier.to;
+            let names_for = |named: &Digest| {
+                let mut names = tags.clone();
+                if matches!(to, Place::Layout(_)) && tags.is_empty() {
+                    // A layout lists only what index.json names: name it by digest.
+                    names.push(named.tag_form());
+                }
+                names
+            };
+            let mut names = names_for(&digest);
+            // How many of `names` (from the first) name the digest already.
+            let mut named = 0;
             let mut copied = if options.platforms.is_empty() {
+                let first = names.first().map(String::as_str);
+                // A tag already naming the digest vouches for the whole tree
+                // (a tag is only ever set after what it names): a re-run
+                // costs one HEAD. Otherwise the tree is copied and pushed
+                // under the first name, one PUT that stores and tags it.
+                let (manifest, first_named) = match first {
+                    Some(name) if to.tag_points_to(stores, name, &digest).await? => (None, true),
+                    _ if to.has_manifest(stores, &digest).await? => (None, false),
+                    _ => (
+                        Some(copier.copy_tree_as(&digest, None, first).await?),
+                        first.is_some(),
+                    ),
+                };
+                named = usize::from(first_named);
                 Copied {
-                    manifest: copier.copy_tree(&digest, None).await?,
+                    manifest,
                     digest: digest.clone(),
                 }
             } else {
-                copier.copy_platforms(&digest, &options.platforms).await?
+                let copied = copier.copy_platforms(&digest, &options.platforms).await?;
+                names = names_for(&copied.digest);
+                copied
             };
-            let to = &copier.to;
-            let mut names = tags.clone();
-            if matches!(to, Place::Layout(_)) && tags.is_empty() {
-                // A layout lists only what index.json names: name it by digest.
-                names.push(copied.digest.tag_form());
-            }
-            for name in &names {
+            for name in names.iter().skip(named) {
                 if !to.tag_points_to(stores, name, &copied.digest).await? {
                     let (bytes, media_type) = copier.manifest_of(&mut copied).await?;
                     to.put_manifest(stores, &bytes, &media_type, Some(name)).await?;
@@ -953,14 +1053,25 @@ impl Importer {
                 let maybe_index = known_type.is_none_or(manifest::is_index);
                 if maybe_index {
                     let (bytes, media_type) = copier.manifest_of(&mut copied).await?;
-                    for child in index_children(&bytes, &media_type) {
-                        attachments.extend(copier.copy_attachments(&child).await?);
+                    let children = index_children(&bytes, &media_type);
+                    let of_children = futures::future::try_join_all(
+                        children.iter().map(|child| copier.copy_attachments(child)),
+                    )
+                    .await?;
+                    for child_attachments in of_children {
+                        attachments.extend(child_attachments);
                     }
                 }
             }
             // Listed again: what this run attached must now be at the target.
-            for (what, attached_digest) in &attachments.written {
-                if !to.has_manifest(stores, attached_digest).await? {
+            let listed_again = attachments
+                .written
+                .iter()
+                .map(|(what, attached_digest)| async move {
+                    Ok::<_, ImportError>((what, to.has_manifest(stores, attached_digest).await?))
+                });
+            for (what, there) in futures::future::try_join_all(listed_again).await? {
+                if !there {
                     return Err(ImportError::Missing { what: what.clone() });
                 }
             }

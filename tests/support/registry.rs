@@ -268,6 +268,22 @@ impl TestRegistry {
         read_lossy(&self.log_path)
     }
 
+    /// The requests the registry served so far, as "METHOD /path?query",
+    /// from its access log. A request's line is written before its response
+    /// is flushed (for everything but streamed blob bodies), so a client
+    /// that has exited has all of its manifest and upload requests here.
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let quoted = line.split('"').nth(1)?;
+                let mut parts = quoted.split(' ');
+                let (method, path) = (parts.next()?, parts.next()?);
+                path.starts_with("/v2/").then(|| format!("{method} {path}"))
+            })
+            .collect()
+    }
+
     /// The in-process token server (token variant).
     pub fn token_server(&self) -> Option<&TokenServer> {
         self.token_server.as_ref()
