@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use support::bins::tool;
 use support::cosign::cosign_ok;
+use support::fault_proxy::{Fault, FaultProxy};
 use support::images;
 use support::registry::TestRegistry;
 use support::schema::{one, records, stdout};
@@ -663,6 +664,102 @@ fn a_promotion_writes_each_manifest_once_and_a_re_run_only_asks() {
         ],
         "{requests:?}"
     );
+}
+
+/// Debian's registry has no Referrers API, so a proxy in front of it plays
+/// one that does, for one image: it answers `GET /v2/<repo>/referrers/<digest>`
+/// with the index such a registry serves, and hides the `sha256-<hex>` tag
+/// (a client that found the API writes none).
+#[test]
+fn referrers_a_source_lists_through_its_api_reach_targets_without_it() {
+    let dev = TestRegistry::start();
+    let prod = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = images::single_arch(&dir.path().join("l"), "3.1", "api-source");
+    images::push(&image, &dev, "onestream/api", "3.1");
+    let prefix = dir.path().join("k");
+    tool("os-sign")
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(&prefix)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .assert()
+        .success();
+    let digest_at = |host: &str| {
+        stdout(
+            &tool("os-digest")
+                .arg(format!("{host}/onestream/api:3.1"))
+                .assert()
+                .success(),
+        )
+    };
+    tool("os-sign")
+        .args(["--storage", "referrers", "--key"])
+        .arg(prefix.with_extension("key"))
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .write_stdin(digest_at(dev.host()))
+        .assert()
+        .success();
+    let hex = image.digest.trim_start_matches("sha256:");
+    let fallback_tag = format!("sha256-{hex}");
+    let listed = images::inspect_raw(&dev, "onestream/api", &fallback_tag);
+    let referrer = serde_json::from_slice::<Value>(&listed).unwrap()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let api = FaultProxy::start(&dev);
+    api.add(Fault::answer(
+        "GET",
+        &format!("/v2/onestream/api/referrers/{}", image.digest),
+        200,
+        "application/vnd.oci.image.index.v1+json",
+        &listed,
+    ));
+    api.add(Fault::status("*", &format!("/v2/onestream/api/manifests/{fallback_tag}"), 404).exact());
+    let record = digest_at(api.host());
+    let verify = |records: String, offline: Option<&std::path::Path>| {
+        let mut verify = tool("os-verify");
+        verify.arg("--key").arg(prefix.with_extension("pub"));
+        if let Some(layout) = offline {
+            verify.arg("--offline").arg(layout);
+        }
+        one(&verify.write_stdin(records).assert().success())
+    };
+
+    // To a registry without the API: the referrer, and a fallback index
+    // listing it, so readers there find it.
+    let imported = tool("os-import")
+        .args(["--to", &format!("{}/onestream", prod.host())])
+        .write_stdin(record.clone())
+        .assert()
+        .success();
+    let event = last_event(&one(&imported));
+    assert_eq!(event["sourceReferrers"], "referrers-api", "{event}");
+    assert_eq!(event["targetReferrers"], "tag-fallback", "{event}");
+    let at_prod: Value =
+        serde_json::from_slice(&images::inspect_raw(&prod, "onestream/api", &fallback_tag)).unwrap();
+    assert_eq!(at_prod["manifests"][0]["digest"], referrer.as_str(), "{at_prod}");
+    let verified = verify(stdout(&imported), None);
+    assert_eq!(last_event(&verified)["verified"], true, "{verified}");
+
+    // To an OCI layout (an air-gapped export): the same, verified offline.
+    let layout = dir.path().join("airgap");
+    let exported = tool("os-import")
+        .arg("--to")
+        .arg(format!("oci:{}", layout.display()))
+        .write_stdin(record)
+        .assert()
+        .success();
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert!(names.contains(&fallback_tag.as_str()), "{index}");
+    let verified = verify(stdout(&exported), Some(&layout));
+    assert_eq!(last_event(&verified)["verified"], true, "{verified}");
 }
 
 fn records_of(output: &assert_cmd::assert::Assert) -> Vec<Value> {

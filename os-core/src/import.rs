@@ -679,6 +679,13 @@ impl Copier<'_> {
         Ok(Some((tag, attachment, true)))
     }
 
+    async fn target_has_referrers_api(&self, digest: &Digest) -> Result<bool, ImportError> {
+        Ok(match &self.to {
+            Place::Registry(r) => self.stores.registry().has_referrers_api(r, digest).await?,
+            Place::Layout(_) => false,
+        })
+    }
+
     /// Copies the OCI 1.1 referrers of `digest` and, where the source lists
     /// them in a tag-fallback index, that index (merged with the target's).
     /// `fallback_may_exist` is false when the source's tag list lacks the
@@ -708,15 +715,24 @@ impl Copier<'_> {
         } else {
             (from.referrers(stores, digest).await?, None)
         };
-        let target_index = match (&listing.fallback, asked) {
+        // Referrers a source's Referrers API lists reach a target without
+        // the API (a layout, an older registry) only through a tag-fallback
+        // index: one is written there, as for a source that had one.
+        let index = match listing.fallback {
+            Some(index) => Some(index),
+            None if !listing.entries.is_empty() && !self.target_has_referrers_api(digest).await? => {
+                Some(manifest::referrers_index(&listing.entries))
+            }
+            None => None,
+        };
+        let target_index = match (&index, asked) {
             (Some(_), Some(there)) => there,
             (Some(_), None) => to.tag_digest(stores, &fallback_tag).await?,
             (None, _) => None,
         };
         // An equal tag-fallback index at the target lists referrers that are
         // all there (the index is written after its members).
-        let index_there = listing
-            .fallback
+        let index_there = index
             .as_ref()
             .is_some_and(|index| target_index == Some(Digest::of(index)));
         let referrers: Vec<Digest> = listing
@@ -739,7 +755,7 @@ impl Copier<'_> {
         // through the tag-fallback index: carry it, after its members.
         if !listing.entries.is_empty()
             && !index_there
-            && let Some(index) = listing.fallback
+            && let Some(index) = index
         {
             // Referrers attached at the target alone stay listed.
             let existing = match target_index {
@@ -1075,11 +1091,10 @@ impl Importer {
                     return Err(ImportError::Missing { what: what.clone() });
                 }
             }
-            let target_mechanism = match to {
-                Place::Registry(r) if stores.registry().has_referrers_api(r, &copied.digest).await? => {
-                    "referrers-api"
-                }
-                Place::Registry(_) | Place::Layout(_) => "tag-fallback",
+            let target_mechanism = if copier.target_has_referrers_api(&copied.digest).await? {
+                "referrers-api"
+            } else {
+                "tag-fallback"
             };
             Ok::<_, ImportError>((copier.stats, copied, attachments, target_mechanism))
         };

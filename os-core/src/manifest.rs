@@ -72,6 +72,17 @@ pub fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, serde_json:
         .unwrap_or_default())
 }
 
+/// An OCI image index listing `entries`: what a Referrers API answers, and
+/// what its `sha256-<hex>` tag fallback holds.
+pub fn referrers_index(entries: &[serde_json::Value]) -> Vec<u8> {
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": entries,
+    });
+    serde_json::to_vec(&index).expect("a JSON value serialises")
+}
+
 /// The digest a descriptor (an index entry, a layer) names, if valid.
 pub fn descriptor_digest(descriptor: &serde_json::Value) -> Option<Digest> {
     descriptor.get("digest")?.as_str()?.parse().ok()

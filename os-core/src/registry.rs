@@ -468,12 +468,7 @@ impl Registry {
                 "artifactType": artifact_type,
                 "annotations": annotations,
             }));
-            let index = serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": manifest::OCI_INDEX,
-                "manifests": entries,
-            });
-            let body = serde_json::to_vec(&index).expect("a JSON value serialises");
+            let body = manifest::referrers_index(&entries);
             self.push_manifest(&fallback, Some(&tag), manifest::OCI_INDEX, Bytes::from(body))
                 .await?;
         }

@@ -100,6 +100,27 @@ impl Fault {
         )
     }
 
+    /// Answers `status` with this body and content type instead of
+    /// forwarding: what a registry with a feature the upstream lacks would
+    /// answer (the Referrers API, for one digest).
+    pub fn answer(
+        method: &str,
+        target_fragment: &str,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> Fault {
+        Fault::new(
+            method,
+            target_fragment,
+            Action::Respond {
+                status,
+                headers: vec![("Content-Type".into(), content_type.into())],
+                body: body.to_vec(),
+            },
+        )
+    }
+
     /// Forwards, then resets the connection after `bytes` bytes of the
     /// response body (a connection reset mid-blob).
     pub fn reset_response(method: &str, target_fragment: &str, bytes: usize) -> Fault {
