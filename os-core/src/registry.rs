@@ -161,9 +161,10 @@ pub struct Registry {
     credentials: Mutex<HashMap<String, Slot<Option<Credential>>>>,
     /// Shared blobs known to be in a repository (host, repository, digest).
     present_blobs: Mutex<HashMap<(String, String, Digest), Slot<()>>>,
-    /// Hosts that answered 404 to the Referrers API: a registry that has
-    /// it never does (OCI distribution spec), so one 404 settles it.
-    without_referrers_api: Mutex<std::collections::HashSet<String>>,
+    /// Per host, whether it has the Referrers API, once known: a registry
+    /// that has it never answers 404 (OCI distribution spec), so one 404
+    /// settles it, and so does one index answered.
+    referrers_api_of: Mutex<HashMap<String, Slot<bool>>>,
 }
 
 fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
@@ -230,7 +231,7 @@ impl Registry {
             tokens: Mutex::default(),
             credentials: Mutex::default(),
             present_blobs: Mutex::default(),
-            without_referrers_api: Mutex::default(),
+            referrers_api_of: Mutex::default(),
         })
     }
 
@@ -553,10 +554,20 @@ impl Registry {
 
     /// Whether this host is already known to lack the Referrers API.
     pub fn lacks_referrers_api(&self, registry: &str) -> bool {
-        self.without_referrers_api
+        // Locked only while the first question to the host is in flight:
+        // not known yet.
+        self.referrers_slot(registry)
+            .try_lock()
+            .is_ok_and(|known| *known == Some(false))
+    }
+
+    fn referrers_slot(&self, registry: &str) -> Slot<bool> {
+        self.referrers_api_of
             .lock()
             .expect("referrers cache poisoned")
-            .contains(registry)
+            .entry(registry.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Whether the registry answers the OCI 1.1 Referrers API (with an
@@ -576,35 +587,49 @@ impl Registry {
         repository: &RegistryRef,
         digest: &Digest,
     ) -> Result<Option<Bytes>, RegistryError> {
-        let absent = |registry: &str| {
-            self.without_referrers_api
-                .lock()
-                .expect("referrers cache poisoned")
-                .contains(registry)
-        };
-        if absent(&repository.registry) {
-            return Ok(None);
+        // The first question to a host is asked alone; concurrent ones
+        // wait for its answer rather than each probing a registry that may
+        // not have the API.
+        let slot = self.referrers_slot(&repository.registry);
+        let mut known = slot.lock().await;
+        match *known {
+            Some(false) => Ok(None),
+            Some(true) => {
+                drop(known);
+                Ok(self.ask_referrers(repository, digest).await?.0)
+            }
+            None => {
+                let (index, has_api) = self.ask_referrers(repository, digest).await?;
+                *known = has_api;
+                Ok(index)
+            }
         }
+    }
+
+    /// One Referrers API request: the index, if one was answered, and what
+    /// the answer says about the API (`None`: nothing settled, say a 401).
+    async fn ask_referrers(
+        &self,
+        repository: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<(Option<Bytes>, Option<bool>), RegistryError> {
         let path = format!("/v2/{}/referrers/{digest}", repository.repository);
         let response = self
             .send(repository, "pull", Method::GET, &path, Some(manifest::OCI_INDEX))
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
-            self.without_referrers_api
-                .lock()
-                .expect("referrers cache poisoned")
-                .insert(repository.registry.clone());
+            return Ok((None, Some(false)));
         }
         let is_index = header_str(response.headers(), CONTENT_TYPE.as_str())
             .is_some_and(|t| media_type_only(t) == manifest::OCI_INDEX);
         if !(response.status().is_success() && is_index) {
-            return Ok(None);
+            return Ok((None, None));
         }
         let body = response
             .bytes()
             .await
             .map_err(|e| self.unreachable(repository, &e))?;
-        Ok(Some(body))
+        Ok((Some(body), Some(true)))
     }
 
     /// A small blob (config, signature payload), read whole and checked
