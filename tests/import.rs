@@ -537,6 +537,14 @@ fn blobs_shared_across_repositories_are_sent_once_then_mounted_at_the_target() {
     };
     assert_eq!(counter("blobsCopied"), 3, "{promoted:?}");
     assert_eq!(counter("blobsMounted"), 3, "{promoted:?}");
+    // A blob known to have landed in the other repository is mounted
+    // straight away: each blob is asked for once, by the record sending it.
+    let blob_heads = prod
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("HEAD ") && r.contains("/blobs/"))
+        .count();
+    assert_eq!(blob_heads, 3, "{:?}", prod.requests());
     for repository in ["team/svc1", "team/svc2"] {
         assert_eq!(
             images::sha256_digest(&images::inspect_raw(&prod, repository, "1")),

@@ -362,17 +362,13 @@ impl Copier<'_> {
             Some(cell) => Some(cell.lock().await),
             None => None,
         };
-        if self.to.has_blob(self.stores, digest).await? {
-            self.blob_done(&self.stats.skipped);
-            if let (Some(landed), Some(target)) = (landed.as_mut(), target) {
-                **landed = Some(target.repository.clone());
-            }
-            return Ok(());
-        }
         // Another repository of the target registry got it in this run
-        // (shared base layers): mount it from there instead of sending it.
+        // (shared base layers): mount it from there instead of sending it,
+        // without asking first — a mount of a blob the repository has
+        // already succeeds too.
         if let (Some(landed), Some(target)) = (landed.as_ref(), target)
             && let Some(repository) = landed.as_deref()
+            && repository != target.repository
         {
             let holder = RegistryRef {
                 repository: repository.to_string(),
@@ -382,6 +378,13 @@ impl Copier<'_> {
                 self.blob_done(&self.stats.mounted);
                 return Ok(());
             }
+        }
+        if self.to.has_blob(self.stores, digest).await? {
+            self.blob_done(&self.stats.skipped);
+            if let (Some(landed), Some(target)) = (landed.as_mut(), target) {
+                **landed = Some(target.repository.clone());
+            }
+            return Ok(());
         }
         let mut attempt = 1;
         let outcome = loop {
