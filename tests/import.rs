@@ -641,6 +641,14 @@ fn a_promotion_writes_each_manifest_once_and_a_re_run_only_asks() {
         !puts.contains(&image.digest),
         "the image was pushed twice: {puts:?}"
     );
+    // Asked before writing: the image's tag, then its digest; the .sig and
+    // fallback tags; and, listed again after writing, the two attachments.
+    // A referrer the target has no fallback index for is not asked for.
+    let heads = requests
+        .iter()
+        .filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/"))
+        .count();
+    assert_eq!(heads, 6, "{requests:?}");
 
     // Promoting again only asks: the image's tag, the signature's tag and
     // the fallback index's tag, one request each, and writes nothing.

@@ -743,8 +743,20 @@ impl Copier<'_> {
             .iter()
             .filter_map(manifest::descriptor_digest)
             .collect();
+        // A target with no fallback index at all has none of these
+        // referrers listed: they are copied without asking for each first
+        // (pushing a manifest it has by chance is harmless; its blobs are
+        // still asked for).
+        let none_listed = index.is_some() && target_index.is_none();
         let written = futures::future::try_join_all(referrers.iter().map(|referrer| async move {
-            Ok::<_, ImportError>(!index_there && self.copy_tree(referrer, None).await?.is_some())
+            Ok::<_, ImportError>(match (index_there, none_listed) {
+                (true, _) => false,
+                (false, true) => {
+                    self.copy_tree_as(referrer, None, None).await?;
+                    true
+                }
+                (false, false) => self.copy_tree(referrer, None).await?.is_some(),
+            })
         }))
         .await?;
         let mut attachments = Attachments {
