@@ -573,40 +573,70 @@ fn blobs_shared_across_repositories_are_sent_once_then_mounted_at_the_target() {
     }
 }
 
-#[test]
-fn a_promotion_writes_each_manifest_once_and_a_re_run_only_asks() {
-    let dev = TestRegistry::start();
-    let prod = TestRegistry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let image = images::single_arch(&dir.path().join("l"), "1.0", "economy");
-    images::push(&image, &dev, "onestream/auth", "1.0");
-    let prefix = dir.path().join("k");
-    tool("os-sign")
-        .args(["generate-key-pair", "--output-key-prefix"])
-        .arg(&prefix)
-        .env("COSIGN_PASSWORD", PASSWORD)
-        .assert()
-        .success();
-    // Signed both ways: a .sig tag and a Sigstore bundle as an OCI 1.1
-    // referrer (through the tag-fallback index on this registry).
-    let digested = stdout(
-        &tool("os-digest")
-            .arg(format!("{}/onestream/auth:1.0", dev.host()))
+/// An image in a dev registry, signed by os-sign with a fresh key pair
+/// (`key` and `key.pub` beside each other) in each storage given.
+struct SignedImage {
+    dev: TestRegistry,
+    repository: String,
+    image: images::TestImage,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SignedImage {
+    fn new(repository: &str, tag: &str, storages: &[&str]) -> SignedImage {
+        let dev = TestRegistry::start();
+        let dir = tempfile::tempdir().unwrap();
+        let image = images::single_arch(&dir.path().join("l"), tag, repository);
+        images::push(&image, &dev, repository, tag);
+        let prefix = dir.path().join("k");
+        tool("os-sign")
+            .args(["generate-key-pair", "--output-key-prefix"])
+            .arg(&prefix)
+            .env("COSIGN_PASSWORD", PASSWORD)
             .assert()
-            .success(),
-    );
-    let mut signed = digested.clone();
-    for storage in ["tag", "referrers"] {
-        signed = stdout(
-            &tool("os-sign")
-                .args(["--storage", storage, "--key"])
-                .arg(prefix.with_extension("key"))
-                .env("COSIGN_PASSWORD", PASSWORD)
-                .write_stdin(signed)
+            .success();
+        let signed = SignedImage {
+            dev,
+            repository: repository.to_string(),
+            image,
+            key: prefix.with_extension("key"),
+            _dir: dir,
+        };
+        let mut records = signed.record_at(signed.dev.host());
+        for storage in storages {
+            records = stdout(
+                &tool("os-sign")
+                    .args(["--storage", storage, "--key"])
+                    .arg(&signed.key)
+                    .env("COSIGN_PASSWORD", PASSWORD)
+                    .write_stdin(records)
+                    .assert()
+                    .success(),
+            );
+        }
+        signed
+    }
+
+    /// os-digest's record for the image's tag at `host` (dev, or a proxy).
+    fn record_at(&self, host: &str) -> String {
+        stdout(
+            &tool("os-digest")
+                .arg(format!("{host}/{}:{}", self.repository, self.image.tag))
                 .assert()
                 .success(),
-        );
+        )
     }
+}
+
+#[test]
+fn a_promotion_writes_each_manifest_once_and_a_re_run_only_asks() {
+    // Signed both ways: a .sig tag and a Sigstore bundle as an OCI 1.1
+    // referrer (through the tag-fallback index on this registry).
+    let signed = SignedImage::new("onestream/auth", "1.0", &["tag", "referrers"]);
+    let (dev, image) = (&signed.dev, &signed.image);
+    let prod = TestRegistry::start();
+    let digested = signed.record_at(dev.host());
     let import = || {
         one(&tool("os-import")
             .args(["--to", &format!("{}/onestream", prod.host())])
@@ -688,42 +718,19 @@ fn a_promotion_writes_each_manifest_once_and_a_re_run_only_asks() {
 /// (a client that found the API writes none).
 #[test]
 fn referrers_a_source_lists_through_its_api_reach_targets_without_it() {
-    let dev = TestRegistry::start();
+    let signed = SignedImage::new("onestream/api", "3.1", &["referrers"]);
+    let (dev, image) = (&signed.dev, &signed.image);
     let prod = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let image = images::single_arch(&dir.path().join("l"), "3.1", "api-source");
-    images::push(&image, &dev, "onestream/api", "3.1");
-    let prefix = dir.path().join("k");
-    tool("os-sign")
-        .args(["generate-key-pair", "--output-key-prefix"])
-        .arg(&prefix)
-        .env("COSIGN_PASSWORD", PASSWORD)
-        .assert()
-        .success();
-    let digest_at = |host: &str| {
-        stdout(
-            &tool("os-digest")
-                .arg(format!("{host}/onestream/api:3.1"))
-                .assert()
-                .success(),
-        )
-    };
-    tool("os-sign")
-        .args(["--storage", "referrers", "--key"])
-        .arg(prefix.with_extension("key"))
-        .env("COSIGN_PASSWORD", PASSWORD)
-        .write_stdin(digest_at(dev.host()))
-        .assert()
-        .success();
     let hex = image.digest.trim_start_matches("sha256:");
     let fallback_tag = format!("sha256-{hex}");
-    let listed = images::inspect_raw(&dev, "onestream/api", &fallback_tag);
+    let listed = images::inspect_raw(dev, "onestream/api", &fallback_tag);
     let referrer = serde_json::from_slice::<Value>(&listed).unwrap()["manifests"][0]["digest"]
         .as_str()
         .unwrap()
         .to_string();
 
-    let api = FaultProxy::start(&dev);
+    let api = FaultProxy::start(dev);
     api.add(Fault::answer(
         "GET",
         &format!("/v2/onestream/api/referrers/{}", image.digest),
@@ -732,10 +739,10 @@ fn referrers_a_source_lists_through_its_api_reach_targets_without_it() {
         &listed,
     ));
     api.add(Fault::status("*", &format!("/v2/onestream/api/manifests/{fallback_tag}"), 404).exact());
-    let record = digest_at(api.host());
+    let record = signed.record_at(api.host());
     let verify = |records: String, offline: Option<&std::path::Path>| {
         let mut verify = tool("os-verify");
-        verify.arg("--key").arg(prefix.with_extension("pub"));
+        verify.arg("--key").arg(signed.key.with_extension("pub"));
         if let Some(layout) = offline {
             verify.arg("--offline").arg(layout);
         }

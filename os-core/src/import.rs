@@ -689,8 +689,9 @@ impl Copier<'_> {
         })
     }
 
-    /// Copies the OCI 1.1 referrers of `digest` and, where the source lists
-    /// them in a tag-fallback index, that index (merged with the target's).
+    /// Copies the OCI 1.1 referrers of `digest` and the tag-fallback index
+    /// listing them — the source's, or one made from its Referrers API's
+    /// answer for a target without the API — merged with the target's own.
     /// `fallback_may_exist` is false when the source's tag list lacks the
     /// `sha256-<hex>` tag.
     async fn copy_referrers(
