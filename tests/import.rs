@@ -552,6 +552,7 @@ fn blobs_shared_across_repositories_are_sent_once_then_mounted_at_the_target() {
         );
     }
     // Promoting again finds everything: nothing is sent, nothing written.
+    let asked_before = [dev.requests().len(), prod.requests().len()];
     let again = records_of(
         &tool("os-import")
             .args(["--to", prod.host()])
@@ -570,6 +571,13 @@ fn blobs_shared_across_repositories_are_sent_once_then_mounted_at_the_target() {
             (Some(0), Some(0), Some(0)),
             "{event}"
         );
+    }
+    // Both records reach the attachments at once; neither registry has the
+    // Referrers API, and one question to each settles that for the run.
+    for (registry, before) in [&dev, &prod].into_iter().zip(asked_before) {
+        let requests = registry.requests()[before..].to_vec();
+        let probes = requests.iter().filter(|r| r.contains("/referrers/")).count();
+        assert_eq!(probes, 1, "{requests:?}");
     }
 }
 
