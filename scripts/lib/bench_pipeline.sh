@@ -195,6 +195,23 @@ $(for s in "${PIPELINE_STAGES[@]}"; do [ -s "$dir/$s.err" ] && printf '%s: %s\n'
 error records: $(jq -c 'select(.error) | .error' "$dir/records.jsonl" 2>/dev/null | head -n 3)"
 }
 
+# pipeline_peer_hop FROM TO STAGE: one stage of the peer script for the
+# image pipeline_peer is at: cosign copy FROM@digest to TO:TAG, then cosign
+# verify TO@digest. Reads pipeline_peer's locals (digest, dir, log) and adds
+# each step's time to its sum[copy-STAGE] and sum[verify-STAGE], moving t0.
+pipeline_peer_hop() {
+  local from=$1 to=$2 stage=$3
+  pipeline_cosign copy --allow-http-registry --force "$from@$digest" "$to:$PIPELINE_TAG" >>"$log" 2>&1 ||
+    reg_die "cosign copy $from@$digest $to:$PIPELINE_TAG failed: $(tail -n 5 "$log")"
+  pipeline_now t1
+  ((sum[copy-$stage] += t1 - t0)); t0=$t1
+  pipeline_cosign verify --key "$PIPELINE_KEY.pub" --insecure-ignore-tlog=true --allow-http-registry \
+    "$to@$digest" >>"$dir/verified-$stage" 2>>"$log" ||
+    reg_die "cosign verify $to@$digest failed: $(tail -n 5 "$log")"
+  pipeline_now t1
+  ((sum[verify-$stage] += t1 - t0)); t0=$t1
+}
+
 # pipeline_peer DIR STAGING PROD: the peer script, service after service.
 # Adds each step's time (µs, summed over the services) to PIPELINE_PEER_US.
 declare -gA PIPELINE_PEER_US=()
@@ -213,24 +230,8 @@ pipeline_peer() {
       "$src@$digest" >>"$log" 2>&1 || reg_die "cosign sign $src@$digest failed: $(tail -n 5 "$log")"
     pipeline_now t1
     ((sum[sign] += t1 - t0)); t0=$t1
-    pipeline_cosign copy --allow-http-registry --force "$src@$digest" "$staging/$path:$PIPELINE_TAG" >>"$log" 2>&1 ||
-      reg_die "cosign copy $src@$digest $staging/$path:$PIPELINE_TAG failed: $(tail -n 5 "$log")"
-    pipeline_now t1
-    ((sum[copy-staging] += t1 - t0)); t0=$t1
-    pipeline_cosign verify --key "$PIPELINE_KEY.pub" --insecure-ignore-tlog=true --allow-http-registry \
-      "$staging/$path@$digest" >>"$dir/verified-staging" 2>>"$log" ||
-      reg_die "cosign verify $staging/$path@$digest failed: $(tail -n 5 "$log")"
-    pipeline_now t1
-    ((sum[verify-staging] += t1 - t0)); t0=$t1
-    pipeline_cosign copy --allow-http-registry --force "$staging/$path@$digest" "$prod/$path:$PIPELINE_TAG" >>"$log" 2>&1 ||
-      reg_die "cosign copy $staging/$path@$digest $prod/$path:$PIPELINE_TAG failed: $(tail -n 5 "$log")"
-    pipeline_now t1
-    ((sum[copy-prod] += t1 - t0)); t0=$t1
-    pipeline_cosign verify --key "$PIPELINE_KEY.pub" --insecure-ignore-tlog=true --allow-http-registry \
-      "$prod/$path@$digest" >>"$dir/verified-prod" 2>>"$log" ||
-      reg_die "cosign verify $prod/$path@$digest failed: $(tail -n 5 "$log")"
-    pipeline_now t1
-    ((sum[verify-prod] += t1 - t0)); t0=$t1
+    pipeline_peer_hop "$src" "$staging/$path" staging
+    pipeline_peer_hop "$staging/$path" "$prod/$path" prod
     kubectl set image --local -o yaml -f "$dir/manifests/$svc.yaml" "app=$prod/$path@$digest" </dev/null \
       >"$dir/out/$svc.yaml" 2>>"$log" || reg_die "kubectl set image --local on $svc.yaml failed: $(tail -n 5 "$log")"
     pipeline_now t1
