@@ -5,8 +5,9 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use crate::credentials::Credential;
-use crate::registry::{RegistryOptions, RetryPolicy};
+use crate::http::RetryPolicy;
+use crate::oci::credentials::Credential;
+use crate::oci::registry::RegistryOptions;
 
 /// Exit codes, the same for every tool (listed in each `--help`).
 pub mod exit {
@@ -152,7 +153,7 @@ pub enum RunError {
     #[error(transparent)]
     Flags(#[from] UsageError),
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(#[from] crate::oci::registry::RegistryError),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -1,34 +1,25 @@
 //! `os-core`: the library behind the OneStream promotion tools.
 //!
-//! Each `os-*` binary parses its flags and calls in here; anything two tools
-//! need lives here once: the artifact [`record`] and the [`stream`] driver
-//! that keeps its rules, image [`reference`]s and [`digest`]s, the two
-//! [`store`]s ([`registry`] with its [`credentials`], and OCI [`layout`]s),
-//! and the shared command-line plumbing in [`cli`].
+//! Each `os-*` binary parses its flags ([`cli`], the only module that
+//! names clap) and calls one step in [`steps`]. The steps stand on four
+//! rooms, which never import a step:
+//!
+//! - [`record`]: the artifact record, how input lines become records, and
+//!   the error codes records carry;
+//! - [`pipeline`]: the stream driver that runs a step over every record and
+//!   keeps the record rules, plus what the CI host is told;
+//! - [`oci`]: where images live (registries and OCI layouts), by digest;
+//! - [`signing`] and [`kube`]: keys and signature formats; Kubernetes
+//!   manifests and kubectl.
+//!
+//! [`http`] is the floor everything that talks HTTP stands on: one retry
+//! policy, one loopback rule. `ARCHITECTURE.md` draws the whole house.
 
-pub mod azure;
-pub mod bundle;
-pub mod capture;
-pub mod ci_host;
 pub mod cli;
-pub mod credentials;
-pub mod deploy;
-pub mod digest;
-pub mod gitops;
-pub mod import;
-pub mod key;
-pub mod kube_manifest;
-pub mod kubectl;
-pub mod layout;
-pub mod manifest;
-pub mod process;
-pub mod progress;
+pub mod http;
+pub mod kube;
+pub mod oci;
+pub mod pipeline;
 pub mod record;
-pub mod reference;
-pub mod registry;
-pub mod sign;
-pub mod signature;
-pub mod source;
-pub mod store;
-pub mod stream;
-pub mod verify;
+pub mod signing;
+pub mod steps;

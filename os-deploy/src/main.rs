@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use os_core::cli::{self, key_value};
-use os_core::deploy::{self, ApplyOptions, Options, Outcome, RenderTo};
-use os_core::gitops::{self, GitopsOptions};
-use os_core::kubectl::{self, Kubectl};
+use os_core::kube::kubectl::{self, Kubectl};
+use os_core::steps::deploy::gitops::{self, GitopsOptions};
+use os_core::steps::deploy::{self, ApplyOptions, Options, Outcome, RenderTo};
 
 const TOOL: &str = concat!("os-deploy ", env!("CARGO_PKG_VERSION"));
 
@@ -265,7 +265,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
 /// Writes the records, telling them to the CI host too (output variables,
 /// annotations, the run summary) inside Azure Pipelines or GitHub Actions.
 fn write_records(outcome: &Outcome, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    os_core::ci_host::report("os-deploy", "deploy", out, |observed| outcome.write(observed))
+    os_core::pipeline::ci_host::report("os-deploy", "deploy", out, |observed| outcome.write(observed))
 }
 
 fn write_stdout(outcome: &Outcome) -> anyhow::Result<u8> {

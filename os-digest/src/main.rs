@@ -3,9 +3,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use os_core::capture::{self, CaptureOptions};
 use os_core::cli::{self, CommonArgs};
-use os_core::source::{self, SourceFlags};
+use os_core::pipeline::source::{self, SourceFlags};
+use os_core::steps::digest::{self, CaptureOptions};
 
 /// Resolve image references to their immutable digests and write one
 /// artifact record (JSON) per image to stdout.
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     let stdin = std::io::BufReader::new(std::io::stdin());
     let mut stdout = std::io::stdout().lock();
     let result =
-        capture::run(options, &args.common, args.references, stdin, &mut stdout).map_err(anyhow::Error::from);
+        digest::run(options, &args.common, args.references, stdin, &mut stdout).map_err(anyhow::Error::from);
     cli::exit_with("os-digest", result)
 }
 

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use os_core::cli::{self, CommonArgs};
-use os_core::import::{self, Destination, ImportOptions};
+use os_core::steps::import::{self, Destination, ImportOptions};
 
 /// Copy each record's artifact by digest — exact manifest bytes, every
 /// blob, every platform of an index, and its cosign signatures,

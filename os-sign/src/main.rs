@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use os_core::azure::CredentialKind;
 use os_core::cli::{self, CommonArgs, exit, key_value, runtime};
-use os_core::key::{self, KeyRef, Password, PublicKey, Signer};
-use os_core::sign::{self, SignOptions, Storage};
+use os_core::signing::azure::CredentialKind;
+use os_core::signing::key::{self, KeyRef, Password, PublicKey, Signer};
+use os_core::steps::sign::{self, SignOptions, Storage};
 use zeroize::Zeroizing;
 
 /// Sign each record's digest the way `cosign sign --key` does, and pass the

@@ -3,11 +3,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use os_core::azure::CredentialKind;
 use os_core::cli::{self, CommonArgs, key_value, runtime};
-use os_core::key::{KeyRef, Password, PublicKey};
-use os_core::layout::Layout;
-use os_core::verify::{self, Identity, SignatureSource, VerifyPolicy};
+use os_core::oci::layout::Layout;
+use os_core::signing::azure::CredentialKind;
+use os_core::signing::key::{KeyRef, Password, PublicKey};
+use os_core::steps::verify::{self, Identity, SignatureSource, VerifyPolicy};
 
 /// Verify the cosign signatures of each record's digest at its current
 /// image, and pass verified records on with a `verify` event. A record

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared by the pipeline step scripts (sourced, not run). Each step script
 # is exactly what the Azure DevOps templates and the GitHub workflow run, and
-# what tests/pipelines.rs runs against local registries.
+# what tests/it/pipelines.rs runs against local registries.
 #
 #   os_step NAME            names the step for messages (os_die, os_log)
 #   os_log MESSAGE...       "pipelines/NAME: MESSAGE" on stderr

@@ -1,0 +1,8 @@
+//! Keys and signature formats: cosign keys (file, `env://`, `azurekms://`
+//! through [`azure`]), the simple-signing payload cosign signs, and Sigstore
+//! bundles.
+
+pub mod azure;
+pub mod bundle;
+pub mod key;
+pub mod simple_signing;

@@ -1,0 +1,21 @@
+//! The end-to-end suite, one test binary (as ripgrep's `tests/tests.rs` and
+//! uv's `tests/it/main.rs`): the support code in [`support`] compiles once
+//! and every scenario module shares it.
+//!
+//! The suite runs the five real binaries, piped together, against real
+//! registries started on 127.0.0.1. The tools it needs (docker-registry,
+//! skopeo, cosign, oras, kubectl) are installed by `scripts/setup`; a test
+//! that finds one missing fails and names that command.
+
+mod support;
+
+mod azure_keyvault;
+mod ci_host;
+mod deploy;
+mod digest;
+mod faults;
+mod harness;
+mod import;
+mod interop_vectors;
+mod pipelines;
+mod sign_verify;

@@ -1,0 +1,23 @@
+//! End-to-end test support: real registries (CNCF distribution, started as
+//! `docker-registry serve`) and deterministic OCI test images built without the
+//! project's own code.
+//!
+//! Declared once, in `tests/it/main.rs`; scenario modules `use crate::support`.
+//!
+//! - [`registry::TestRegistry`]: plain HTTP, HTTPS + htpasswd basic auth, or plain
+//!   HTTP + token auth backed by the in-process [`token_server::TokenServer`].
+//! - [`fault_proxy::FaultProxy`]: a proxy in front of a registry that injects
+//!   error statuses, connection resets and corrupt bytes on a schedule.
+//! - [`images`]: hand-written OCI image layouts (`single_arch`, `multi_arch`) and
+//!   `push` (with skopeo) into a `TestRegistry`.
+
+pub mod bins;
+pub mod cosign;
+pub mod fault_proxy;
+pub mod form;
+pub mod images;
+pub mod keyvault;
+pub mod registry;
+pub mod schema;
+pub mod stub;
+pub mod token_server;
