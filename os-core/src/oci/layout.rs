@@ -50,16 +50,6 @@ pub enum LayoutError {
     },
 }
 
-impl LayoutError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            LayoutError::TagNotFound { .. } | LayoutError::DigestNotFound { .. } => "not-found",
-            LayoutError::Corrupt { .. } | LayoutError::DigestMismatch { .. } => "digest-mismatch",
-            _ => "layout-error",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Layout {
     dir: PathBuf,

@@ -21,15 +21,6 @@ pub enum StoreError {
     Layout(#[from] LayoutError),
 }
 
-impl StoreError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            StoreError::Registry(e) => e.code(),
-            StoreError::Layout(e) => e.code(),
-        }
-    }
-}
-
 pub struct Stores {
     registry: Registry,
 }

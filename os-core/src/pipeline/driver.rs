@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::cli::{CommonArgs, RunError, exit};
 use crate::oci::registry::Registry;
 use crate::oci::store::Stores;
-use crate::record::{self, Input, Origin, Record, field};
+use crate::record::{self, ErrorCode, Input, Origin, Record, field};
 
 /// What a tool is asked to work on: a record without an error, or a bare
 /// reference (from the arguments, or stdin where the tool accepts them).
@@ -167,7 +167,7 @@ where
             Item::PassThrough(record) => Either::Right(futures::future::ready((None, false, record))),
             Item::Unreadable(origin, message) => {
                 let mut record = Record::new();
-                record.fail(step, "malformed-input", format!("{origin}: {message}"));
+                record.fail(step, ErrorCode::MalformedInput, format!("{origin}: {message}"));
                 Either::Right(futures::future::ready((Some(origin), true, record)))
             }
         })

@@ -3,23 +3,23 @@
 use crate::oci::digest::Digest;
 use crate::oci::reference::{ImageRef, RegistryRef};
 
-use super::{Origin, Record};
+use super::{ErrorCode, Origin, Record};
 
 /// The repository and digest a record names, for steps that need both.
 pub fn located(record: &Record, origin: Origin, step: &str) -> Result<(RegistryRef, Digest), Record> {
-    let fail = |code: &str, message: String| {
+    let fail = |code: ErrorCode, message: String| {
         let mut failed = record.clone();
         failed.fail(step, code, format!("{origin}: {message}"));
         failed
     };
     let Some(image) = record.image() else {
-        return Err(fail("missing-field", "record has no \"image\"".into()));
+        return Err(fail(ErrorCode::MissingField, "record has no \"image\"".into()));
     };
     let digest = match record.digest() {
         Ok(Some(digest)) => digest,
         _ => {
             return Err(fail(
-                "missing-field",
+                ErrorCode::MissingField,
                 "record has no \"digest\": run os-digest first".into(),
             ));
         }
@@ -29,13 +29,13 @@ pub fn located(record: &Record, origin: Origin, step: &str) -> Result<(RegistryR
             Ok((repository, digest))
         }
         Ok(ImageRef::Registry(_)) => Err(fail(
-            "bad-reference",
+            ErrorCode::BadReference,
             format!("field \"image\" must name a repository without tag or digest: {image:?}"),
         )),
         Ok(ImageRef::Layout(_)) => Err(fail(
-            "unsupported",
+            ErrorCode::Unsupported,
             format!("{image} is an OCI layout: signatures live in registries; import it first"),
         )),
-        Err(error) => Err(fail("bad-reference", format!("field \"image\": {error}"))),
+        Err(error) => Err(fail(ErrorCode::BadReference, format!("field \"image\": {error}"))),
     }
 }

@@ -12,9 +12,11 @@ use serde_json::{Map, Value};
 
 use crate::oci::digest::Digest;
 
+mod code;
 mod input;
 mod locate;
 
+pub use code::ErrorCode;
 pub use input::{Input, Line, Origin, read_lines};
 pub use locate::located;
 
@@ -137,10 +139,10 @@ impl Record {
     }
 
     /// Turns this record into an error record: same fields, plus `error`.
-    pub fn fail(&mut self, step: &str, code: &str, message: impl Into<String>) {
+    pub fn fail(&mut self, step: &str, code: ErrorCode, message: impl Into<String>) {
         let mut error = Map::new();
         error.insert("step".into(), step.into());
-        error.insert("code".into(), code.into());
+        error.insert("code".into(), code.as_str().into());
         error.insert("message".into(), message.into().into());
         self.fields.insert(field::ERROR.into(), Value::Object(error));
     }
@@ -196,7 +198,7 @@ mod tests {
         record.push_event(Event::new("sign", "os-sign 0.1.0"));
         assert_eq!(record.history().len(), 2);
         assert_eq!(record.history()[0]["step"], "digest");
-        record.fail("sign", "registry-error", "boom");
+        record.fail("sign", ErrorCode::RegistryError, "boom");
         assert!(record.is_error());
         assert_eq!(record.image(), Some("r.io/a"));
         assert_eq!(record.fields()["error"]["code"], "registry-error");

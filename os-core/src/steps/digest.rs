@@ -14,7 +14,7 @@ use crate::oci::registry::Resolved;
 use crate::oci::store::Stores;
 use crate::pipeline::driver::{self, Work};
 use crate::record::Origin;
-use crate::record::{Event, Record, field};
+use crate::record::{ErrorCode, Event, Record, field};
 
 const STEP: &str = "digest";
 
@@ -79,7 +79,7 @@ async fn from_reference(stores: &Stores, options: &CaptureOptions, origin: Origi
         Ok(reference) => reference,
         Err(error) => {
             record.set(field::REFERENCE, text);
-            record.fail(STEP, "bad-reference", format!("{origin}: {error}"));
+            record.fail(STEP, ErrorCode::BadReference, format!("{origin}: {error}"));
             return record;
         }
     };
@@ -104,7 +104,7 @@ async fn from_reference(stores: &Stores, options: &CaptureOptions, origin: Origi
                 record.set(field::TAG, tag);
             }
             record.set(field::REFERENCE, text);
-            record.fail(STEP, error.code(), format!("{origin}: {error}"));
+            record.fail(STEP, (&error).into(), format!("{origin}: {error}"));
         }
     }
     record
@@ -119,7 +119,7 @@ async fn check_record(
     let Some(image) = record.image().map(str::to_string) else {
         record.fail(
             STEP,
-            "missing-field",
+            ErrorCode::MissingField,
             format!("{origin}: record has no \"image\" to resolve"),
         );
         return record;
@@ -129,7 +129,7 @@ async fn check_record(
         Err(error) => {
             record.fail(
                 STEP,
-                "bad-reference",
+                ErrorCode::BadReference,
                 format!("{origin}: field \"image\": {error}"),
             );
             return record;
@@ -138,7 +138,7 @@ async fn check_record(
     if location.tag().is_some() || location.digest().is_some() {
         record.fail(
             STEP,
-            "bad-reference",
+            ErrorCode::BadReference,
             format!("{origin}: field \"image\" must name a repository without tag or digest: {image:?}"),
         );
         return record;
@@ -148,7 +148,7 @@ async fn check_record(
     if tag.is_none() && claimed.is_none() {
         record.fail(
             STEP,
-            "missing-field",
+            ErrorCode::MissingField,
             format!("{origin}: record has neither \"tag\" nor \"digest\""),
         );
         return record;
@@ -161,7 +161,7 @@ async fn check_record(
     let resolved = match stores.resolve(&reference).await {
         Ok(resolved) => resolved,
         Err(error) => {
-            record.fail(STEP, error.code(), format!("{origin}: {error}"));
+            record.fail(STEP, (&error).into(), format!("{origin}: {error}"));
             return record;
         }
     };
@@ -170,7 +170,7 @@ async fn check_record(
     {
         record.fail(
             STEP,
-            "digest-mismatch",
+            ErrorCode::DigestMismatch,
             format!(
                 "{origin}: {reference} now resolves to {}, but the record says {claimed}: the tag moved",
                 resolved.digest

@@ -17,7 +17,7 @@ use crate::oci::store::Stores;
 use crate::pipeline::driver;
 use crate::record::Origin;
 use crate::record::located;
-use crate::record::{Event, Record, field};
+use crate::record::{ErrorCode, Event, Record, field};
 use crate::signing::bundle;
 use crate::signing::key::Signer;
 use crate::signing::simple_signing;
@@ -148,11 +148,11 @@ enum SignError {
 }
 
 impl SignError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            SignError::Registry(error) => error.code(),
-            SignError::Existing(_) => "malformed-signature",
-            SignError::Key(_) => "key-error",
+            SignError::Registry(error) => error.into(),
+            SignError::Existing(_) => ErrorCode::MalformedSignature,
+            SignError::Key(_) => ErrorCode::KeyError,
         }
     }
 }

@@ -83,20 +83,6 @@ pub enum RegistryError {
     CaFile { path: PathBuf, detail: String },
 }
 
-impl RegistryError {
-    /// A stable, machine-readable code for the record's `error.code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RegistryError::Unreachable { .. } => "registry-unreachable",
-            RegistryError::Unauthorized { .. } | RegistryError::Credentials(_) => "unauthorized",
-            RegistryError::NotFound { .. } => "not-found",
-            RegistryError::DigestMismatch { .. } => "digest-mismatch",
-            RegistryError::Status { .. } | RegistryError::Protocol { .. } => "registry-error",
-            RegistryError::CaFile { .. } => "usage",
-        }
-    }
-}
-
 /// A manifest's identity as a registry reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {

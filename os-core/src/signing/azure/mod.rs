@@ -176,28 +176,6 @@ pub enum AzureError {
     BadSignature(String),
 }
 
-impl AzureError {
-    /// A stable, machine-readable code for the record's `error.code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            AzureError::Token { .. } | AzureError::Unauthorized { .. } | AzureError::NoCredential { .. } => {
-                "unauthorized"
-            }
-            AzureError::NotFound { .. } => "not-found",
-            AzureError::BadVault(_)
-            | AzureError::BadName { .. }
-            | AzureError::MissingVariables { .. }
-            | AzureError::AzureCliNotFound
-            | AzureError::BadSetting { .. } => "usage",
-            AzureError::Unreachable { .. }
-            | AzureError::Status { .. }
-            | AzureError::Protocol { .. }
-            | AzureError::Unsupported { .. }
-            | AzureError::BadSignature(_) => "key-error",
-        }
-    }
-}
-
 /// A vault key, ready to sign with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaultKey {

@@ -16,8 +16,8 @@ use serde_json::Value;
 use crate::kube::manifest::{self, Input, Manifest, Node};
 use crate::kube::process;
 use crate::oci::reference::RegistryRef;
-use crate::record::{Record, field};
-use crate::steps::deploy::{self, Batch, Options, Outcome, Placement, Plan, Target, code};
+use crate::record::{ErrorCode, Record, field};
+use crate::steps::deploy::{self, Batch, Options, Outcome, Placement, Plan, Target};
 
 pub struct GitopsOptions {
     /// The repository's work tree.
@@ -311,7 +311,7 @@ pub fn run(
     };
     if !matches!(plan.inputs.as_slice(), [Input::Kustomize(_)]) {
         return batch.refuse(Some((
-            code::GITOPS_FAILED,
+            ErrorCode::GitopsFailed,
             format!(
                 "{}: not a kustomize directory (no kustomization.yaml)",
                 dir.display()
@@ -354,19 +354,19 @@ fn commit(
     dir: &Path,
     plan: &Plan,
     batch: &Batch,
-) -> Result<(String, bool), (&'static str, String)> {
+) -> Result<(String, bool), (ErrorCode, String)> {
     let repo = &gitops.repo;
-    let failed = |error: GitopsError| (code::GITOPS_FAILED, error.to_string());
+    let failed = |error: GitopsError| (ErrorCode::GitopsFailed, error.to_string());
     if let Some(why) = dirty(repo).map_err(failed)? {
-        return Err((code::DIRTY_WORKTREE, format!("{}: {why}", repo.display())));
+        return Err((ErrorCode::DirtyWorktree, format!("{}: {why}", repo.display())));
     }
     let file = manifest::kustomization_file(dir).ok_or_else(|| {
         (
-            code::GITOPS_FAILED,
+            ErrorCode::GitopsFailed,
             format!("{}: no kustomization file", dir.display()),
         )
     })?;
-    let original = manifest::read_text(&file).map_err(|e| (code::GITOPS_FAILED, e.to_string()))?;
+    let original = manifest::read_text(&file).map_err(|e| (ErrorCode::GitopsFailed, e.to_string()))?;
     let mut updates: Vec<ImageUpdate> = Vec::new();
     for placement in &plan.placements {
         let target = batch.entries[placement.entry].target.as_ref().expect("gated");
@@ -378,7 +378,7 @@ fn commit(
         match updates.iter().find(|u| u.name == update.name) {
             Some(existing) if *existing != update => {
                 return Err((
-                    code::CONFLICT,
+                    ErrorCode::ConflictingRecords,
                     format!(
                         "{} is pinned to both {}@{} and {}@{}",
                         update.name, existing.new_name, existing.digest, update.new_name, update.digest
@@ -391,7 +391,7 @@ fn commit(
     }
     let file_name = file.display().to_string();
     let edited = set_images(&file_name, &original, &updates).map_err(failed)?;
-    std::fs::write(&file, &edited).map_err(|e| (code::GITOPS_FAILED, format!("{file_name}: {e}")))?;
+    std::fs::write(&file, &edited).map_err(|e| (ErrorCode::GitopsFailed, format!("{file_name}: {e}")))?;
     let restore = || {
         let _ = std::fs::write(&file, &original);
     };
@@ -399,7 +399,7 @@ fn commit(
     // container must now run its record's pinned image.
     if let Err(why) = check_rendered(options, dir, plan, batch) {
         restore();
-        return Err((code::GITOPS_FAILED, why));
+        return Err((ErrorCode::GitopsFailed, why));
     }
     let before = git(repo, &["rev-parse", "HEAD"], None).map_err(|e| {
         restore();
@@ -428,7 +428,7 @@ fn commit(
         if let Err(error) = git(repo, &["push", "--quiet"], None) {
             let _ = git(repo, &["reset", "--quiet", "--hard", &before], None);
             return Err((
-                code::PUSH_REJECTED,
+                ErrorCode::PushRejected,
                 format!(
                     "{error}; the local commit was undone (nothing changed): pull the remote's changes and run again"
                 ),

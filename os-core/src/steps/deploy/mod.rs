@@ -18,29 +18,11 @@ use crate::kube::manifest::{self, Input, Manifest, ManifestError, ObjectName};
 use crate::oci::digest::Digest;
 use crate::oci::reference::RegistryRef;
 use crate::record::Origin;
-use crate::record::{self, Event, Record, field};
+use crate::record::{self, ErrorCode, Event, Record, field};
 
 pub const STEP: &str = "deploy";
 
-/// `error.code` values os-deploy writes.
 pub mod gitops;
-
-pub mod code {
-    pub const MALFORMED_INPUT: &str = "malformed-input";
-    pub const UNVERIFIED: &str = "unverified";
-    pub const BATCH_REFUSED: &str = "batch-refused";
-    pub const BAD_REFERENCE: &str = "bad-reference";
-    pub const NO_MATCH: &str = "no-match";
-    pub const CONFLICT: &str = "conflicting-records";
-    pub const UNPINNED_IMAGE: &str = "unpinned-image";
-    pub const BAD_MANIFEST: &str = "bad-manifest";
-    pub const APPLY_FAILED: &str = "apply-failed";
-    pub const ROLLOUT_FAILED: &str = "rollout-failed";
-    pub const ROLLOUT_TIMEOUT: &str = "rollout-timeout";
-    pub const GITOPS_FAILED: &str = "gitops-failed";
-    pub const DIRTY_WORKTREE: &str = "dirty-worktree";
-    pub const PUSH_REJECTED: &str = "push-rejected";
-}
 
 /// One line of input and what became of it.
 #[derive(Debug)]
@@ -50,7 +32,7 @@ pub struct Entry {
     /// Set when the record passed the gate.
     pub target: Option<Target>,
     /// Set when this tool failed the record (code, message).
-    pub failure: Option<(&'static str, String)>,
+    pub failure: Option<(ErrorCode, String)>,
 }
 
 /// Every record of the run: os-deploy needs the whole batch before it
@@ -130,13 +112,13 @@ impl Batch {
     fn push_unreadable(&mut self, origin: Origin, message: String) {
         let message = format!("{origin}: {message}");
         let mut record = Record::new();
-        record.fail(STEP, code::MALFORMED_INPUT, message.clone());
+        record.fail(STEP, ErrorCode::MalformedInput, message.clone());
         self.unreadable += 1;
         self.entries.push(Entry {
             origin,
             record,
             target: None,
-            failure: Some((code::MALFORMED_INPUT, message)),
+            failure: Some((ErrorCode::MalformedInput, message)),
         });
     }
 
@@ -153,7 +135,7 @@ impl Batch {
             let (image, digest) = match located(&entry.record) {
                 Ok(found) => found,
                 Err(message) => {
-                    entry.failure = Some((code::BAD_REFERENCE, format!("{origin}: {message}")));
+                    entry.failure = Some((ErrorCode::BadReference, format!("{origin}: {message}")));
                     passed = false;
                     continue;
                 }
@@ -169,7 +151,7 @@ impl Batch {
                 }
                 Err(why) => {
                     entry.failure = Some((
-                        code::UNVERIFIED,
+                        ErrorCode::Unverified,
                         format!(
                             "{origin}: {}@{digest}: {why}: refusing to deploy an unverified image (run os-verify before os-deploy)",
                             image.name()
@@ -194,7 +176,7 @@ impl Batch {
     /// fail upstream leaves as an error record (its own reason, or
     /// `batch-refused` naming what stopped the batch). Returns the records
     /// and the exit code.
-    pub fn refuse(mut self, batch_reason: Option<(&'static str, String)>) -> Outcome {
+    pub fn refuse(mut self, batch_reason: Option<(ErrorCode, String)>) -> Outcome {
         let mut reasons: Vec<String> = Vec::new();
         if self.upstream_failures > 0 {
             let failed: Vec<String> = self
@@ -217,12 +199,15 @@ impl Batch {
         if !own.is_empty() {
             reasons.push(format!("{} failed here", own.join(", ")));
         }
-        let exit_code =
-            if self.unreadable > 0 || batch_reason.as_ref().is_some_and(|r| r.0 == code::BAD_MANIFEST) {
-                exit::USAGE
-            } else {
-                exit::FAILED
-            };
+        let exit_code = if self.unreadable > 0
+            || batch_reason
+                .as_ref()
+                .is_some_and(|r| r.0 == ErrorCode::BadManifest)
+        {
+            exit::USAGE
+        } else {
+            exit::FAILED
+        };
         // Each reason is told once on stderr, not once per record.
         let mut messages = Vec::new();
         let mut refused = 0;
@@ -239,12 +224,12 @@ impl Batch {
                 (None, None) => {
                     refused += 1;
                     (
-                        code::BATCH_REFUSED,
+                        ErrorCode::BatchRefused,
                         format!("{}: not deployed: {}", entry.origin, reasons.join("; ")),
                     )
                 }
             };
-            if code != code::MALFORMED_INPUT {
+            if code != ErrorCode::MalformedInput {
                 entry.record.fail(STEP, code, message);
             }
         }
@@ -490,7 +475,7 @@ pub fn plan(
     inputs: Vec<Input>,
     manifests: Vec<Manifest>,
     options: &Options,
-) -> Result<Plan, Option<(&'static str, String)>> {
+) -> Result<Plan, Option<(ErrorCode, String)>> {
     let candidates = Candidates {
         targets: batch
             .entries
@@ -557,7 +542,7 @@ pub fn plan(
     }
     let mut record_failures = false;
     for (entry, messages) in conflicts {
-        batch.entries[entry].failure = Some((code::CONFLICT, messages.join("; ")));
+        batch.entries[entry].failure = Some((ErrorCode::ConflictingRecords, messages.join("; ")));
         record_failures = true;
     }
     let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
@@ -568,7 +553,7 @@ pub fn plan(
         let Some(target) = &entry.target else { continue };
         if !placements.iter().any(|p| p.entry == index) {
             entry.failure = Some((
-                code::NO_MATCH,
+                ErrorCode::NoMatch,
                 format!(
                     "{}: {} matches no container image in {} (images match by repository path; --map CONTAINER=SERVICE names one)",
                     entry.origin,
@@ -581,7 +566,7 @@ pub fn plan(
     }
     if !unpinned.is_empty() {
         return Err(Some((
-            code::UNPINNED_IMAGE,
+            ErrorCode::UnpinnedImage,
             format!(
                 "not deployed: {} (--no-require-digest allows tags)",
                 unpinned.join("; ")
@@ -663,7 +648,7 @@ pub fn prepare(
     }
     let (inputs, manifests) = match load_manifests(&options.paths, &options.kubectl) {
         Ok(loaded) => loaded,
-        Err(message) => return Err(batch.refuse(Some((code::BAD_MANIFEST, message)))),
+        Err(message) => return Err(batch.refuse(Some((ErrorCode::BadManifest, message)))),
     };
     match plan(&mut batch, inputs, manifests, options) {
         Ok(plan) => Ok((batch, plan)),
@@ -821,7 +806,7 @@ pub fn apply(
             Ok(live) => before.extend(live_images(&live)),
             Err(error) => {
                 return batch.refuse(Some((
-                    code::APPLY_FAILED,
+                    ErrorCode::ApplyFailed,
                     format!("reading the workloads: {error}"),
                 )));
             }
@@ -834,7 +819,7 @@ pub fn apply(
     };
     if let Err(error) = kubectl.apply(&apply.namespace, &plan.joined()) {
         return batch.refuse(Some((
-            code::APPLY_FAILED,
+            ErrorCode::ApplyFailed,
             format!("{error} (objects applied before the failure stay applied: kubectl get them)"),
         )));
     }
@@ -854,15 +839,15 @@ pub fn apply(
             .filter(|o| kubectl::has_rollout(&o.kind))
             .cloned(),
     );
-    let mut failed: Option<(&'static str, String)> = None;
+    let mut failed: Option<(ErrorCode, String)> = None;
     for object in &workloads {
         say(format!("waiting for the rollout of {object}"));
         let outcome = kubectl.rollout_status(&apply.namespace, object, apply.timeout);
         let (code, why) = match outcome {
             Ok(Rollout::Complete) => continue,
-            Ok(Rollout::Failed(why)) => (code::ROLLOUT_FAILED, why),
-            Ok(Rollout::TimedOut(why)) => (code::ROLLOUT_TIMEOUT, why),
-            Err(error) => (code::ROLLOUT_FAILED, error.to_string()),
+            Ok(Rollout::Failed(why)) => (ErrorCode::RolloutFailed, why),
+            Ok(Rollout::TimedOut(why)) => (ErrorCode::RolloutTimeout, why),
+            Err(error) => (ErrorCode::RolloutFailed, error.to_string()),
         };
         failed = Some((code, format!("rollout of {object} did not complete: {why}")));
         break;

@@ -32,7 +32,7 @@ use crate::oci::store::{Place, StoreError, Stores};
 use crate::pipeline::driver;
 use crate::pipeline::progress::Progress;
 use crate::record::Origin;
-use crate::record::{Event, Record, field};
+use crate::record::{ErrorCode, Event, Record, field};
 
 const STEP: &str = "import";
 /// cosign's attachment tags: signatures, attestations, SBOMs.
@@ -171,15 +171,15 @@ impl From<StoreError> for ImportError {
 }
 
 impl ImportError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ImportError::Registry(error) => error.code(),
-            ImportError::Layout(error) => error.code(),
-            ImportError::Blob { .. } | ImportError::Manifest { .. } => "digest-mismatch",
-            ImportError::Missing { .. } => "incomplete-import",
-            ImportError::BadTarget(_) => "bad-reference",
-            ImportError::NoPlatform { .. } => "not-found",
-            ImportError::SourceBrokeOff { .. } => "registry-unreachable",
+            ImportError::Registry(error) => error.into(),
+            ImportError::Layout(error) => error.into(),
+            ImportError::Blob { .. } | ImportError::Manifest { .. } => ErrorCode::DigestMismatch,
+            ImportError::Missing { .. } => ErrorCode::IncompleteImport,
+            ImportError::BadTarget(_) => ErrorCode::BadReference,
+            ImportError::NoPlatform { .. } => ErrorCode::NotFound,
+            ImportError::SourceBrokeOff { .. } => ErrorCode::RegistryUnreachable,
         }
     }
 }
@@ -972,35 +972,41 @@ fn target_of(
 impl Importer {
     async fn import_record(&self, stores: &Stores, origin: Origin, mut record: Record) -> Record {
         let options = &self.options;
-        let fail = |mut record: Record, code: &str, message: String| {
+        let fail = |mut record: Record, code: ErrorCode, message: String| {
             record.fail(STEP, code, format!("{origin}: {message}"));
             record
         };
         let Some(image) = record.image().map(str::to_string) else {
-            return fail(record, "missing-field", "record has no \"image\"".into());
+            return fail(record, ErrorCode::MissingField, "record has no \"image\"".into());
         };
         let digest = match record.digest() {
             Ok(Some(digest)) => digest,
             _ => {
                 return fail(
                     record,
-                    "missing-field",
+                    ErrorCode::MissingField,
                     "record has no \"digest\": run os-digest first".into(),
                 );
             }
         };
         let source: ImageRef = match image.parse() {
             Ok(source) => source,
-            Err(error) => return fail(record, "bad-reference", format!("field \"image\": {error}")),
+            Err(error) => {
+                return fail(
+                    record,
+                    ErrorCode::BadReference,
+                    format!("field \"image\": {error}"),
+                );
+            }
         };
         let target = match target_of(&options.destination, &source, record.get_str(field::SERVICE)) {
             Ok(target) => target,
-            Err(error) => return fail(record, "bad-reference", error.to_string()),
+            Err(error) => return fail(record, ErrorCode::BadReference, error.to_string()),
         };
         if let Destination::Layout(dir) = &options.destination
             && let Err(error) = Layout::create(dir)
         {
-            return fail(record, error.code(), error.to_string());
+            return fail(record, (&error).into(), error.to_string());
         }
         let started = Instant::now();
         let mut tags: Vec<String> = record

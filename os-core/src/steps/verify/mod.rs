@@ -20,7 +20,7 @@ use crate::oci::store::{Place, StoreError, Stores};
 use crate::pipeline::driver::{self, Work};
 use crate::record::Origin;
 use crate::record::located;
-use crate::record::{Event, Record, field};
+use crate::record::{ErrorCode, Event, Record, field};
 use crate::signing::bundle;
 use crate::signing::key::PublicKey;
 use crate::signing::simple_signing::{self, SIMPLE_SIGNING};
@@ -63,16 +63,16 @@ pub enum Reason {
     AnnotationMismatch,
 }
 
-impl Reason {
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::RegistryError => "registry-error",
-            Reason::NoSignature => "no-signature",
-            Reason::MalformedSignature => "malformed-signature",
-            Reason::KeyMismatch => "key-mismatch",
-            Reason::DigestMismatch => "digest-mismatch",
-            Reason::IdentityMismatch => "identity-mismatch",
-            Reason::AnnotationMismatch => "annotation-mismatch",
+impl From<Reason> for ErrorCode {
+    fn from(reason: Reason) -> ErrorCode {
+        match reason {
+            Reason::RegistryError => ErrorCode::RegistryError,
+            Reason::NoSignature => ErrorCode::NoSignature,
+            Reason::MalformedSignature => ErrorCode::MalformedSignature,
+            Reason::KeyMismatch => ErrorCode::KeyMismatch,
+            Reason::DigestMismatch => ErrorCode::DigestMismatch,
+            Reason::IdentityMismatch => ErrorCode::IdentityMismatch,
+            Reason::AnnotationMismatch => ErrorCode::AnnotationMismatch,
         }
     }
 }
@@ -122,7 +122,7 @@ fn ad_hoc_record(text: &str, origin: Origin) -> Record {
         Ok(reference) => reference,
         Err(error) => {
             record.set(field::REFERENCE, text);
-            record.fail(STEP, "bad-reference", format!("{origin}: {error}"));
+            record.fail(STEP, ErrorCode::BadReference, format!("{origin}: {error}"));
             return record;
         }
     };
@@ -130,7 +130,7 @@ fn ad_hoc_record(text: &str, origin: Origin) -> Record {
         record.set(field::REFERENCE, text);
         record.fail(
             STEP,
-            "bad-reference",
+            ErrorCode::BadReference,
             format!("{origin}: {text} has no digest: verify REPOSITORY@sha256:… (os-digest resolves tags)"),
         );
         return record;
@@ -187,7 +187,7 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
         Err((reason, message)) => {
             record.fail(
                 STEP,
-                reason.code(),
+                reason.into(),
                 format!("{origin}: {image}@{digest}: {message}"),
             );
             record
