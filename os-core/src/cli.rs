@@ -1,42 +1,106 @@
-//! Command-line plumbing every tool shares: the common flags (one
-//! `#[command(flatten)]` struct), exit codes, logging to stderr, and how a
-//! failure is shown to a person.
+//! The command line, and the only module that names clap: the flags every
+//! tool shares (one `#[command(flatten)]` struct), the library's choices as
+//! clap values, `--help`'s exit-code table, logging to stderr, and how a
+//! failure is shown to a person. Everything here turns flags into the
+//! library's own options; nothing below it sees a flag.
 
-use std::io::BufRead;
+use std::fmt::Display;
+use std::io::{BufRead, IsTerminal as _};
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::builder::PossibleValue;
 
 use crate::http::RetryPolicy;
 use crate::oci::credentials::Credential;
 use crate::oci::registry::RegistryOptions;
+use crate::pipeline::{RunOptions, Step, driver, exit};
+use crate::signing::azure::CredentialKind;
+use crate::steps::sign::Storage;
+use crate::steps::verify::Identity;
 
-/// Exit codes, the same for every tool (listed in each `--help`).
-pub mod exit {
-    /// Every record succeeded.
-    pub const SUCCESS: u8 = 0;
-    /// At least one record failed; it was emitted as an error record.
-    pub const FAILED: u8 = 1;
-    /// Usage error or unreadable input (the message names the line).
-    pub const USAGE: u8 = 2;
+/// A step tool's whole `main` once its flags are parsed: logging, the run's
+/// options from the common flags (the password read from stdin first, with
+/// `--password-stdin`), then `step` over the records. `references` are the
+/// arguments; without them the inputs come from stdin.
+pub fn run_step<S: Step>(common: &CommonArgs, references: Vec<String>, step: S) -> ExitCode {
+    run_step_with(common, references, |_| Ok::<S, std::convert::Infallible>(step))
+}
+
+/// [`run_step`] for a step made from the run's options, or whose making
+/// may fail (loading keys): a failure is exit 2 with its message.
+pub fn run_step_with<S: Step, E: Display>(
+    common: &CommonArgs,
+    references: Vec<String>,
+    make: impl FnOnce(&RunOptions) -> Result<S, E>,
+) -> ExitCode {
+    common.init_logging();
+    if references.is_empty() && !common.password_stdin && std::io::stdin().is_terminal() {
+        eprintln!(
+            "{}: reading references or records from stdin (Ctrl-D to end; --help for usage)",
+            S::TOOL
+        );
+    }
+    let mut stdin = std::io::BufReader::new(std::io::stdin());
+    let result = (|| -> Result<u8, String> {
+        let options = common
+            .run_options(&mut stdin, !references.is_empty())
+            .map_err(|e| e.to_string())?;
+        let step = make(&options).map_err(|e| format!("{e:#}"))?;
+        let mut stdout = std::io::stdout().lock();
+        driver::run_step(step, options, references, stdin, &mut stdout).map_err(|e| e.to_string())
+    })();
+    exit_with(S::TOOL, result)
 }
 
 /// Ends a tool's `main`: the exit code of a run, or `TOOL: error: …` (with
 /// its causes, for anyhow errors) on stderr and exit 2.
-pub fn exit_with(tool: &str, result: Result<u8, impl std::fmt::Display>) -> std::process::ExitCode {
+pub fn exit_with(tool: &str, result: Result<u8, impl Display>) -> ExitCode {
     match result {
-        Ok(code) => std::process::ExitCode::from(code),
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("{tool}: error: {error:#}");
-            std::process::ExitCode::from(exit::USAGE)
+            ExitCode::from(exit::USAGE)
         }
     }
 }
 
-/// The exit-code table for `after_help`.
-pub const EXIT_CODES_HELP: &str = "\
-Exit status:
-  0  every record succeeded
-  1  at least one record failed (it was written out as an error record)
-  2  usage error or unreadable input (the message names the line)";
+/// `after_help`: the examples (one command a line), then the exit-code
+/// table every record tool shares.
+pub fn after_help(examples: &str) -> String {
+    after_help_with(examples, &exit::TABLE)
+}
+
+/// `after_help` with a tool's own reading of the exit codes (os-deploy's 1
+/// means nothing was deployed).
+pub fn after_help_with(examples: &str, table: &[(u8, &str)]) -> String {
+    let mut text = String::from("Examples:");
+    for line in examples.lines().filter(|line| !line.trim().is_empty()) {
+        text.push_str(&format!("\n  {}", line.trim()));
+    }
+    text.push_str("\n\nExit status:");
+    for (code, meaning) in table {
+        let meaning = meaning.replace('\n', "\n     ");
+        text.push_str(&format!("\n  {code}  {meaning}"));
+    }
+    text
+}
+
+/// The library's choices as clap values: each type lists its variants
+/// (`ALL`) with their flag names and help (`name`, `help`).
+macro_rules! value_enums {
+    ($($choice:ty),*) => {$(
+        impl clap::ValueEnum for $choice {
+            fn value_variants<'a>() -> &'a [Self] {
+                &<$choice>::ALL
+            }
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(PossibleValue::new(self.name()).help(self.help()))
+            }
+        }
+    )*};
+}
+value_enums!(CredentialKind, Storage, Identity);
 
 /// Flags shared by every tool: registry access, concurrency, verbosity.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,12 +147,30 @@ pub enum UsageError {
     PasswordEmpty,
     #[error("--username {0:?} needs a password: use --password-stdin or set OS_REGISTRY_PASSWORD")]
     PasswordMissing(String),
+    #[error("with --password-stdin, stdin holds the password: give the references as arguments")]
+    PasswordStdinWithoutArguments,
 }
 
 impl CommonArgs {
-    /// Registry options from the flags; reads the password from `stdin`
-    /// when `--password-stdin` is given (so call it before reading records).
-    pub fn registry_options(&self, stdin: &mut impl BufRead) -> Result<RegistryOptions, UsageError> {
+    /// The run's options from the flags; reads the password from `stdin`
+    /// when `--password-stdin` is given (so call it before reading records,
+    /// which must then come from the arguments).
+    pub fn run_options(
+        &self,
+        stdin: &mut impl BufRead,
+        has_arguments: bool,
+    ) -> Result<RunOptions, UsageError> {
+        if self.password_stdin && !has_arguments {
+            return Err(UsageError::PasswordStdinWithoutArguments);
+        }
+        Ok(RunOptions {
+            registry: self.registry_options(stdin)?,
+            jobs: self.jobs.into(),
+            quiet: self.quiet,
+        })
+    }
+
+    fn registry_options(&self, stdin: &mut impl BufRead) -> Result<RegistryOptions, UsageError> {
         let credential = match &self.username {
             None => None,
             Some(username) => {
@@ -144,41 +226,30 @@ impl CommonArgs {
     }
 }
 
-/// Why a whole run could not start or finish (as opposed to one record
-/// failing, which is an error record). Exit code 2.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Flags(#[from] UsageError),
-    #[error(transparent)]
-    Registry(#[from] crate::oci::registry::RegistryError),
-    #[error("writing output: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// The process's async runtime: key loading (Azure Key Vault) and the
-/// record stream share it, so the HTTP clients made while loading keys keep
-/// their connection pools. A few workers are plenty for I/O-bound work on a
-/// CI agent.
-pub fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-            .expect("the tokio runtime starts")
-    })
-}
-
 /// clap value parser for `KEY=VALUE` flags (`-a`, `--annotation`,
 /// `--identity-remap`).
 pub fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lists_the_exit_codes_after_the_examples() {
+        let help = after_help("os-x a\n  os-x b");
+        assert!(
+            help.starts_with("Examples:\n  os-x a\n  os-x b\n\nExit status:\n  0  every record succeeded\n")
+        );
+        assert!(help.ends_with("  2  usage error or unreadable input (the message names the line)"));
+        let deploy = after_help_with("  os-x", &[(1, "nothing was deployed:\nsee why")]);
+        assert!(
+            deploy.ends_with("  1  nothing was deployed:\n     see why"),
+            "{deploy}"
+        );
     }
 }

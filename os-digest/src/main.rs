@@ -1,11 +1,10 @@
 //! `os-digest`: capture the immutable digest of images, as artifact records.
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use os_core::cli::{self, CommonArgs};
 use os_core::pipeline::source::{self, SourceFlags};
-use os_core::steps::digest::{self, CaptureOptions};
+use os_core::steps::digest::{self, Capture, CaptureOptions};
 
 /// Resolve image references to their immutable digests and write one
 /// artifact record (JSON) per image to stdout.
@@ -14,7 +13,7 @@ use os_core::steps::digest::{self, CaptureOptions};
 /// stdin that already carry a digest are checked against their registry:
 /// if the tag moved, the record becomes an error record.
 #[derive(Debug, Parser)]
-#[command(name = "os-digest", version, after_help = AFTER_HELP)]
+#[command(name = digest::TOOL, version, after_help = cli::after_help(EXAMPLES))]
 struct Args {
     /// Image references: REGISTRY/REPO[:TAG][@sha256:…] or oci:DIR[:TAG].
     #[arg(value_name = "REFERENCE")]
@@ -44,48 +43,24 @@ struct Args {
     common: CommonArgs,
 }
 
-const AFTER_HELP: &str = "\
-Examples:
+const EXAMPLES: &str = "\
   os-digest devacr.example.com/onestream/iam:1.4.2
   os-digest oci:./build/iam:1.4.2
   printf '%s\\n' reg/a:1 reg/b:2 | os-digest --service-from-repo
-  os-digest reg.example.com/a:1 | jq -r .digest
-
-Exit status:
-  0  every record succeeded
-  1  at least one record failed (it was written out as an error record)
-  2  usage error or unreadable input (the message names the line)";
+  os-digest reg.example.com/a:1 | jq -r .digest";
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    args.common.init_logging();
-    if args.references.is_empty() && std::io::stdin().is_terminal() {
-        eprintln!("os-digest: reading references or records from stdin (Ctrl-D to end; --help for usage)");
-    }
+    let source = SourceFlags {
+        commit: args.commit,
+        repository: args.source_repository,
+        run: args.run,
+    };
     let options = CaptureOptions {
         service: args.service,
         service_from_repo: args.service_from_repo,
-        source: source::detect(
-            &SourceFlags {
-                commit: args.commit,
-                repository: args.source_repository,
-                run: args.run,
-            },
-            &|name| std::env::var(name).ok(),
-        ),
-        tool: concat!("os-digest ", env!("CARGO_PKG_VERSION")).to_string(),
+        source: source::detect(&source, &|name| std::env::var(name).ok()),
+        ..CaptureOptions::default()
     };
-    let stdin = std::io::BufReader::new(std::io::stdin());
-    let mut stdout = std::io::stdout().lock();
-    let result =
-        digest::run(options, &args.common, args.references, stdin, &mut stdout).map_err(anyhow::Error::from);
-    cli::exit_with("os-digest", result)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn help_lists_exit_codes() {
-        assert!(super::AFTER_HELP.ends_with(os_core::cli::EXIT_CODES_HELP));
-    }
+    cli::run_step(&args.common, args.references, Capture(options))
 }

@@ -3,14 +3,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use os_core::cli::{self, CommonArgs};
-use os_core::steps::import::{self, Destination, ImportOptions};
+use os_core::steps::import::{self, Destination, ImportOptions, Importer};
 
 /// Copy each record's artifact by digest — exact manifest bytes, every
 /// blob, every platform of an index, and its cosign signatures,
 /// attestations, SBOMs and OCI 1.1 referrers — to another registry or an
 /// OCI layout, and pass the record on with `image` set to the target.
 #[derive(Debug, Parser)]
-#[command(name = "os-import", version, after_help = AFTER_HELP)]
+#[command(name = import::TOOL, version, after_help = cli::after_help(EXAMPLES))]
 struct Args {
     /// REGISTRY (same repository path), REGISTRY/PREFIX (PREFIX/<last
     /// segment of the repository>), or oci:DIR.
@@ -49,18 +49,12 @@ struct Args {
     common: CommonArgs,
 }
 
-const AFTER_HELP: &str = "\
-Examples:
+const EXAMPLES: &str = "\
   os-digest dev.example.com/onestream/iam:1.4.2 | os-sign --key k | os-import --to prod.example.com/onestream
   os-import --to prod.example.com/onestream dev.example.com/onestream/iam@sha256:…
   os-import --to oci:./airgap dev.example.com/onestream/iam@sha256:…
   os-import --to dev.example.com/onestream oci:./build/iam:1.4.2
-  os-import --to oci:./edge --platform linux/arm64 --allow-digest-change dev.example.com/onestream/iam:1.4.2
-
-Exit status:
-  0  every record succeeded
-  1  at least one record failed (it was written out as an error record)
-  2  usage error or unreadable input (the message names the line)";
+  os-import --to oci:./edge --platform linux/arm64 --allow-digest-change dev.example.com/onestream/iam:1.4.2";
 
 fn platform(text: &str) -> Result<String, String> {
     let parts: Vec<&str> = text.split('/').collect();
@@ -73,34 +67,22 @@ fn platform(text: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    args.common.init_logging();
-    cli::exit_with("os-import", run(args))
-}
-
-fn run(args: Args) -> anyhow::Result<u8> {
     let destination = match (args.to, args.to_repo) {
-        (Some(destination), _) => destination,
-        (None, Some(repository)) => Destination::Repository(
-            repository
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--to-repo {repository:?}: {e}"))?,
-        ),
-        (None, None) => anyhow::bail!("--to or --to-repo is required"),
+        (Some(destination), _) => Ok(destination),
+        (None, Some(repository)) => repository
+            .parse()
+            .map(Destination::Repository)
+            .map_err(|e| format!("--to-repo {repository:?}: {e}")),
+        (None, None) => Err("--to or --to-repo is required".to_string()),
     };
-    let options = ImportOptions {
-        destination,
-        tags: args.tags,
-        attachments: !args.no_signatures,
-        platforms: args.platforms,
-        tool: concat!("os-import ", env!("CARGO_PKG_VERSION")).to_string(),
-    };
-    let stdin = std::io::BufReader::new(std::io::stdin());
-    let mut stdout = std::io::stdout().lock();
-    Ok(import::run(
-        options,
-        &args.common,
-        args.references,
-        stdin,
-        &mut stdout,
-    )?)
+    let (tags, attachments, platforms) = (args.tags, !args.no_signatures, args.platforms);
+    cli::run_step_with(&args.common, args.references, |run| {
+        let options = ImportOptions {
+            destination: destination?,
+            tags,
+            attachments,
+            platforms,
+        };
+        Ok::<_, String>(Importer::new(options, run))
+    })
 }

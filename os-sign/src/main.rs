@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use os_core::cli::{self, CommonArgs, exit, key_value, runtime};
+use os_core::cli::{self, CommonArgs, key_value};
+use os_core::pipeline::{exit, runtime};
 use os_core::signing::azure::CredentialKind;
-use os_core::signing::key::{self, KeyRef, Password, PublicKey, Signer};
-use os_core::steps::sign::{self, SignOptions, Storage};
-use zeroize::Zeroizing;
+use os_core::signing::key::{KeyRef, Password, Signer};
+use os_core::steps::sign::{self, SignOptions, Signing, Storage};
 
 /// Sign each record's digest the way `cosign sign --key` does, and pass the
 /// record on with a `sign` event.
@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 /// referrer instead (cosign 3's default). Signing the same digest again
 /// with the same key and annotations adds nothing.
 #[derive(Debug, Parser)]
-#[command(name = "os-sign", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = sign::TOOL, version, after_help = cli::after_help(EXAMPLES), args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -74,59 +74,32 @@ enum Command {
     },
 }
 
-const AFTER_HELP: &str = "\
-Examples:
+const EXAMPLES: &str = "\
   COSIGN_PASSWORD=… os-sign generate-key-pair
   os-sign public-key --key cosign.key > cosign.pub
   os-digest dev.example.com/iam:1.4.2 | os-sign --key cosign.key -a pipeline=iam-ci | os-verify --key cosign.pub
   os-sign --key env://COSIGN_PRIVATE_KEY dev.example.com/iam@sha256:…
-  os-sign --key azurekms://onestream-kv.vault.azure.net/cosign --azure-credential workload-identity < records
-
-Exit status:
-  0  every record succeeded
-  1  at least one record failed (it was written out as an error record)
-  2  usage error or unreadable input (the message names the line)";
+  os-sign --key azurekms://onestream-kv.vault.azure.net/cosign --azure-credential workload-identity < records";
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    args.common.init_logging();
-    cli::exit_with("os-sign", run(args))
-}
-
-fn run(args: Args) -> anyhow::Result<u8> {
     match args.command {
         Some(Command::GenerateKeyPair { output_key_prefix }) => {
-            let private = output_key_prefix.with_extension("key");
-            let public = output_key_prefix.with_extension("pub");
-            let password = match std::env::var("COSIGN_PASSWORD") {
-                Ok(password) => Zeroizing::new(password),
-                Err(_) => {
-                    let first = Zeroizing::new(rpassword::prompt_password("Enter password for private key: ").context(
-                        "no COSIGN_PASSWORD and no terminal to ask on: set COSIGN_PASSWORD (it may be empty)",
-                    )?);
-                    let again = Zeroizing::new(rpassword::prompt_password(
-                        "Enter password for private key again: ",
-                    )?);
-                    anyhow::ensure!(first == again, "the passwords differ");
-                    first
-                }
-            };
-            let key_id = key::generate_key_pair(&private, &public, password.as_bytes())?;
-            eprintln!("Private key written to {}", private.display());
-            eprintln!("Public key written to {} (key id {key_id})", public.display());
-            Ok(exit::SUCCESS)
+            args.common.init_logging();
+            cli::exit_with(
+                sign::TOOL,
+                sign::write_key_pair(&output_key_prefix).map(|()| exit::SUCCESS),
+            )
         }
         Some(Command::PublicKey {
             key,
             azure_credential,
         }) => {
-            let key: KeyRef = key.parse()?;
-            let public =
-                runtime().block_on(PublicKey::load(&key, &Password::EnvOrPrompt, azure_credential))?;
-            print!("{}", public.to_pem());
-            Ok(exit::SUCCESS)
+            args.common.init_logging();
+            let pem = sign::public_key_pem(&key, azure_credential);
+            cli::exit_with(sign::TOOL, pem.map(|pem| print!("{pem}")).map(|()| exit::SUCCESS))
         }
-        None => {
+        None => cli::run_step_with(&args.common, args.references, |_| -> anyhow::Result<Signing> {
             let key = args.key.context("--key is required to sign (see --help)")?;
             let key: KeyRef = key.parse()?;
             let signer =
@@ -134,18 +107,8 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let options = SignOptions {
                 annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
                 storage: args.storage,
-                tool: concat!("os-sign ", env!("CARGO_PKG_VERSION")).to_string(),
             };
-            let stdin = std::io::BufReader::new(std::io::stdin());
-            let mut stdout = std::io::stdout().lock();
-            Ok(sign::run(
-                signer,
-                options,
-                &args.common,
-                args.references,
-                stdin,
-                &mut stdout,
-            )?)
-        }
+            Ok(Signing { signer, options })
+        }),
     }
 }

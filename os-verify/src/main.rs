@@ -3,11 +3,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use os_core::cli::{self, CommonArgs, key_value, runtime};
+use os_core::cli::{self, CommonArgs, key_value};
 use os_core::oci::layout::Layout;
+use os_core::pipeline::runtime;
 use os_core::signing::azure::CredentialKind;
 use os_core::signing::key::{KeyRef, Password, PublicKey};
-use os_core::steps::verify::{self, Identity, SignatureSource, VerifyPolicy};
+use os_core::steps::verify::{self, Identity, SignatureSource, Verification, VerifyPolicy};
 
 /// Verify the cosign signatures of each record's digest at its current
 /// image, and pass verified records on with a `verify` event. A record
@@ -17,7 +18,7 @@ use os_core::steps::verify::{self, Identity, SignatureSource, VerifyPolicy};
 ///
 /// Needs no network beyond the registry: no transparency log, no TUF root.
 #[derive(Debug, Parser)]
-#[command(name = "os-verify", version, after_help = AFTER_HELP)]
+#[command(name = verify::TOOL, version, after_help = cli::after_help(EXAMPLES))]
 struct Args {
     /// Public key (PEM file, env://VAR, azurekms://VAULT_HOST/KEY[/VERSION]); repeatable:
     /// any one may match.
@@ -56,60 +57,45 @@ struct Args {
     common: CommonArgs,
 }
 
-const AFTER_HELP: &str = "\
-Examples:
+const EXAMPLES: &str = "\
   os-digest reg/iam:1.4.2 | os-sign --key cosign.key | os-verify --key cosign.pub
   os-verify --key cosign.pub dev.example.com/iam@sha256:…
   os-verify --key cosign.pub --offline ./airgap < records.json
-  … | os-verify --key cosign.pub --identity exact --identity-remap dev.example.com/onestream=prod.example.com/onestream
-
-Exit status:
-  0  every record succeeded
-  1  at least one record failed (it was written out as an error record)
-  2  usage error or unreadable input (the message names the line)";
+  … | os-verify --key cosign.pub --identity exact --identity-remap dev.example.com/onestream=prod.example.com/onestream";
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    args.common.init_logging();
-    cli::exit_with("os-verify", run(args))
-}
-
-fn run(args: Args) -> anyhow::Result<u8> {
-    let keys = args
-        .keys
-        .iter()
-        .map(|text| {
-            let key: KeyRef = text.parse()?;
-            runtime()
-                .block_on(PublicKey::load(
-                    &key,
-                    &Password::EnvOrPrompt,
-                    args.azure_credential,
-                ))
-                .with_context(|| format!("loading --key {text}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let source = match &args.offline {
-        Some(dir) => SignatureSource::Layout(std::sync::Arc::new(
-            Layout::open(dir).with_context(|| format!("--offline {}", dir.display()))?,
-        )),
-        None => SignatureSource::Registry,
-    };
-    let policy = VerifyPolicy {
-        source,
-        keys,
-        identity: args.identity,
-        remaps: args.remaps,
-        annotations: args.annotations.into_iter().collect(),
-        tool: concat!("os-verify ", env!("CARGO_PKG_VERSION")).to_string(),
-    };
-    let stdin = std::io::BufReader::new(std::io::stdin());
-    let mut stdout = std::io::stdout().lock();
-    Ok(verify::run(
-        policy,
+    cli::run_step_with(
         &args.common,
         args.references,
-        stdin,
-        &mut stdout,
-    )?)
+        |_| -> anyhow::Result<Verification> {
+            let keys = args
+                .keys
+                .iter()
+                .map(|text| {
+                    let key: KeyRef = text.parse()?;
+                    runtime()
+                        .block_on(PublicKey::load(
+                            &key,
+                            &Password::EnvOrPrompt,
+                            args.azure_credential,
+                        ))
+                        .with_context(|| format!("loading --key {text}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let source = match &args.offline {
+                Some(dir) => SignatureSource::Layout(std::sync::Arc::new(
+                    Layout::open(dir).with_context(|| format!("--offline {}", dir.display()))?,
+                )),
+                None => SignatureSource::Registry,
+            };
+            Ok(Verification(VerifyPolicy {
+                source,
+                keys,
+                identity: args.identity,
+                remaps: args.remaps,
+                annotations: args.annotations.into_iter().collect(),
+            }))
+        },
+    )
 }

@@ -56,7 +56,9 @@ fn every_key_vector_loads_or_is_refused_like_cosign() {
                 let public =
                     PublicKey::load_local(&KeyRef::File(keys.join(derived)), &Password::EnvOrPrompt).unwrap();
                 assert_eq!(public.key_id(), signer.key_id(), "{file}");
-                let signature = os_core::cli::runtime().block_on(signer.sign(b"interop")).unwrap();
+                let signature = os_core::pipeline::runtime()
+                    .block_on(signer.sign(b"interop"))
+                    .unwrap();
                 assert!(public.verify(&signature, b"interop"), "{file}: signs verifiably");
             }
             // A wrong password fails the secretbox MAC.
@@ -121,7 +123,6 @@ fn every_key_based_signature_vector_is_judged_like_cosign() {
             remaps: Vec::new(),
             annotations: BTreeMap::new(),
             source: os_core::steps::verify::SignatureSource::Registry,
-            tool: "os-verify test".into(),
         };
         let image: RegistryRef = "registry.example.com/any".parse().unwrap();
         let judged = check_signature(&policy, &image, &digest, &media_type, &payload, Some(&signature));

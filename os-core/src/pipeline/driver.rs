@@ -13,11 +13,9 @@ use std::io::{BufRead, Write};
 use futures::StreamExt;
 use futures::future::Either;
 
-use std::sync::Arc;
-
-use crate::cli::{CommonArgs, RunError, exit};
-use crate::oci::registry::Registry;
+use crate::oci::registry::{Registry, RegistryError, RegistryOptions};
 use crate::oci::store::Stores;
+use crate::pipeline::exit;
 use crate::record::{self, ErrorCode, Input, Origin, Record, field};
 
 /// What a tool is asked to work on: a record without an error, or a bare
@@ -64,32 +62,63 @@ enum Item {
     Unreadable(Origin, String),
 }
 
-/// The whole of a tool's run: registry access from the common flags (the
-/// password read from stdin first when `--password-stdin`), inputs from the
-/// arguments or stdin, and `work` (made once, given the run's stores) over
-/// every input. Returns the exit code.
-pub fn run_tool<S, W, F, Fut>(
-    common: &CommonArgs,
-    references: Vec<String>,
-    mut stdin: S,
-    stdout: &mut impl Write,
-    tool: &str,
-    step: &str,
-    make_work: W,
-) -> Result<u8, RunError>
-where
-    S: BufRead + Send + 'static,
-    W: FnOnce(Arc<Stores>) -> F,
-    F: FnMut(Origin, Work) -> Fut,
-    Fut: Future<Output = Record>,
-{
-    let registry_options = common.registry_options(&mut stdin)?;
-    if common.password_stdin && references.is_empty() {
-        return Err(RunError::Usage(
-            "with --password-stdin, stdin holds the password: give the references as arguments".into(),
-        ));
+/// What a run needs besides its step: how to reach registries and how much
+/// to do at once (what the common flags say, without the flags).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub registry: RegistryOptions,
+    /// Records (and blob transfers) worked on at once.
+    pub jobs: usize,
+    /// Only errors on stderr (no progress line).
+    pub quiet: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            registry: RegistryOptions::default(),
+            jobs: 8,
+            quiet: false,
+        }
     }
-    let stores = Arc::new(Stores::new(Registry::new(registry_options)?));
+}
+
+/// Why a whole run could not start or finish (as opposed to one record
+/// failing, which is an error record). Exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One step of the promotion, as the driver runs it: each input (a record,
+/// or a bare reference) becomes one output record. Problems become error
+/// records; a step never fails as a whole once it is running.
+pub trait Step {
+    /// The binary, e.g. `os-digest`: it prefixes messages on stderr and,
+    /// with the version, names the tool in history events.
+    const TOOL: &'static str;
+    /// The step's name in history events and error records, e.g. `digest`.
+    const NAME: &'static str;
+
+    fn work(&self, stores: &Stores, origin: Origin, work: Work) -> impl Future<Output = Record>;
+}
+
+/// The whole of a tool's run: inputs from `references`, else from `stdin`,
+/// `step` over every one, the records out in input order on `stdout` (and
+/// told to the CI host). Returns the exit code.
+pub fn run_step<S: Step>(
+    step: S,
+    options: RunOptions,
+    references: Vec<String>,
+    stdin: impl BufRead + Send + 'static,
+    stdout: &mut impl Write,
+) -> Result<u8, RunError> {
+    let stores = Stores::new(Registry::new(options.registry)?);
     let inputs = if references.is_empty() {
         Inputs::Stdin {
             reader: stdin,
@@ -98,11 +127,12 @@ where
     } else {
         Inputs::Arguments(references)
     };
-    let work = make_work(stores);
+    let (step, stores) = (&step, &stores);
+    let work = move |origin, work| step.work(stores, origin, work);
     // Inside Azure Pipelines or GitHub Actions the records are also told to
     // the host (output variables, annotations, run summary) on stderr.
-    let summary = crate::pipeline::ci_host::report(tool, step, stdout, |stdout| {
-        crate::cli::runtime().block_on(run(inputs, stdout, common.jobs.into(), tool, step, work))
+    let summary = crate::pipeline::ci_host::report(S::TOOL, S::NAME, stdout, |stdout| {
+        crate::pipeline::runtime().block_on(run(inputs, stdout, options.jobs, S::TOOL, S::NAME, work))
     })?;
     Ok(summary.exit_code())
 }

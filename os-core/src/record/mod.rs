@@ -166,11 +166,16 @@ pub struct Event {
 }
 
 impl Event {
-    /// `tool` is the binary name and version, e.g. `os-digest 0.1.0`.
+    /// `tool` is the binary's name (`os-digest`); the event names it with
+    /// its version (`os-digest 0.1.0`), which every tool of the workspace
+    /// shares with this library.
     pub fn new(step: &str, tool: &str) -> Event {
         let mut fields = Map::new();
         fields.insert("step".into(), step.into());
-        fields.insert("tool".into(), tool.into());
+        fields.insert(
+            "tool".into(),
+            format!("{tool} {}", env!("CARGO_PKG_VERSION")).into(),
+        );
         fields.insert("at".into(), now_rfc3339().into());
         Event { fields }
     }
@@ -194,8 +199,8 @@ mod tests {
     fn events_append_and_errors_keep_the_record() {
         let mut record = Record::new();
         record.set(field::IMAGE, "r.io/a");
-        record.push_event(Event::new("digest", "os-digest 0.1.0").with("image", "r.io/a"));
-        record.push_event(Event::new("sign", "os-sign 0.1.0"));
+        record.push_event(Event::new("digest", "os-digest").with("image", "r.io/a"));
+        record.push_event(Event::new("sign", "os-sign"));
         assert_eq!(record.history().len(), 2);
         assert_eq!(record.history()[0]["step"], "digest");
         record.fail("sign", ErrorCode::RegistryError, "boom");

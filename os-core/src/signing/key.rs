@@ -52,6 +52,10 @@ pub enum KeyError {
     Decrypt(String),
     #[error("{0}: the key is encrypted; set COSIGN_PASSWORD (no terminal to ask on)")]
     PasswordNeeded(String),
+    #[error("no COSIGN_PASSWORD and no terminal to ask on: set COSIGN_PASSWORD (it may be empty)")]
+    NewPasswordNeeded,
+    #[error("the passwords differ")]
+    PasswordsDiffer,
     #[error("{path} already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
     #[error("writing {path}: {detail}")]
@@ -171,6 +175,25 @@ impl Password {
             }
         }
     }
+}
+
+/// The password for a new key: `COSIGN_PASSWORD` (empty is a valid
+/// password, as in cosign), else asked twice on the terminal.
+pub fn new_key_password() -> Result<Zeroizing<String>, KeyError> {
+    if let Ok(password) = std::env::var("COSIGN_PASSWORD") {
+        return Ok(Zeroizing::new(password));
+    }
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .map(Zeroizing::new)
+            .map_err(|_| KeyError::NewPasswordNeeded)
+    };
+    let first = ask("Enter password for private key: ")?;
+    let again = ask("Enter password for private key again: ")?;
+    if first != again {
+        return Err(KeyError::PasswordsDiffer);
+    }
+    Ok(first)
 }
 
 /// Where signing happens.

@@ -3,22 +3,21 @@
 //! and check records that already carry a digest against their store (a
 //! tag may have moved since).
 
-use std::io::{BufRead, Write};
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
 
-use crate::cli::{CommonArgs, RunError};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::Resolved;
 use crate::oci::store::Stores;
-use crate::pipeline::driver::{self, Work};
+use crate::pipeline::{Step, Work};
 use crate::record::Origin;
 use crate::record::{ErrorCode, Event, Record, field};
 
 const STEP: &str = "digest";
 
-#[derive(Debug, Clone, Default)]
+/// The binary whose step this is.
+pub const TOOL: &str = "os-digest";
+
+#[derive(Debug, Clone)]
 pub struct CaptureOptions {
     /// `service` for records that have none.
     pub service: Option<String>,
@@ -26,37 +25,43 @@ pub struct CaptureOptions {
     pub service_from_repo: bool,
     /// `source` for records that have none.
     pub source: Option<Map<String, Value>>,
-    /// `os-digest 0.1.0`, for history events.
-    pub tool: String,
+    /// The tool the `digest` event names: os-digest, or the tool that
+    /// resolved a bare reference on its way in ([`record_for`]).
+    pub tool: &'static str,
 }
 
-/// Runs os-digest: references from `references`, else records and
-/// references from `stdin`. Returns the exit code.
-pub fn run(
-    options: CaptureOptions,
-    common: &CommonArgs,
-    references: Vec<String>,
-    stdin: impl BufRead + Send + 'static,
-    stdout: &mut impl Write,
-) -> Result<u8, RunError> {
-    let options = Arc::new(options);
-    driver::run_tool(common, references, stdin, stdout, "os-digest", STEP, |stores| {
-        move |origin, work| {
-            let (stores, options) = (stores.clone(), options.clone());
-            async move { capture(&stores, &options, origin, work).await }
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            service: None,
+            service_from_repo: false,
+            source: None,
+            tool: TOOL,
         }
-    })
+    }
+}
+
+/// os-digest's step: references resolved, records checked.
+pub struct Capture(pub CaptureOptions);
+
+impl Step for Capture {
+    const TOOL: &'static str = TOOL;
+    const NAME: &'static str = STEP;
+
+    async fn work(&self, stores: &Stores, origin: Origin, work: Work) -> Record {
+        capture(stores, &self.0, origin, work).await
+    }
 }
 
 /// The record a later step works on: a record as it came, or a bare
 /// reference resolved first, as os-digest would (with a `digest` event
 /// from `tool`). Either may come back as an error record.
-pub async fn record_for(stores: &Stores, tool: &str, origin: Origin, work: Work) -> Record {
+pub async fn record_for(stores: &Stores, tool: &'static str, origin: Origin, work: Work) -> Record {
     match work {
         Work::Record(record) => record,
         Work::Reference(_) => {
             let options = CaptureOptions {
-                tool: tool.to_string(),
+                tool,
                 ..CaptureOptions::default()
             };
             capture(stores, &options, origin, work).await
@@ -211,7 +216,7 @@ fn describe(record: &mut Record, resolved: &Resolved) {
 }
 
 fn event(options: &CaptureOptions, reference: &ImageRef) -> Event {
-    let mut event = Event::new(STEP, &options.tool).with("image", reference.location());
+    let mut event = Event::new(STEP, options.tool).with("image", reference.location());
     if let Some(tag) = reference.tag() {
         event = event.with("tag", tag);
     }

@@ -3,23 +3,22 @@
 //! record who signed with which key.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
-use std::sync::Arc;
+use std::path::Path;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::cli::{CommonArgs, RunError};
 use crate::oci::digest::Digest;
 use crate::oci::reference::RegistryRef;
 use crate::oci::registry::RegistryError;
 use crate::oci::store::Stores;
-use crate::pipeline::driver;
+use crate::pipeline::{Step, Work};
 use crate::record::Origin;
 use crate::record::located;
 use crate::record::{ErrorCode, Event, Record, field};
+use crate::signing::azure::CredentialKind;
 use crate::signing::bundle;
-use crate::signing::key::Signer;
+use crate::signing::key::{self, KeyError, KeyRef, Password, PublicKey, Signer};
 use crate::signing::simple_signing;
 use crate::steps::digest as digest_step;
 
@@ -34,48 +33,86 @@ const SOURCE_ANNOTATIONS: [(&str, &str); 3] = [
 ];
 
 /// Where a signature is stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Storage {
-    /// cosign 2's `sha256-<hex>.sig` tag (what skopeo, podman and
-    /// policy-controller read by default).
+    /// cosign 2's `sha256-<hex>.sig` tag.
     #[default]
     Tag,
-    /// cosign 3's default: a Sigstore bundle attached as an OCI 1.1
-    /// referrer (with the `sha256-<hex>` tag-fallback index where the
-    /// registry has no Referrers API).
+    /// cosign 3's Sigstore bundle as an OCI 1.1 referrer.
     Referrers,
 }
+
+impl Storage {
+    pub const ALL: [Storage; 2] = [Storage::Tag, Storage::Referrers];
+
+    /// The name `--storage` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Tag => "tag",
+            Storage::Referrers => "referrers",
+        }
+    }
+
+    /// What reads it, for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            Storage::Tag => {
+                "cosign 2's `sha256-<hex>.sig` tag (what skopeo, podman and policy-controller read by default)"
+            }
+            Storage::Referrers => {
+                "cosign 3's default: a Sigstore bundle attached as an OCI 1.1 referrer (with the \
+                 `sha256-<hex>` tag-fallback index where the registry has no Referrers API)"
+            }
+        }
+    }
+}
+
+/// The binary whose step this is.
+pub const TOOL: &str = "os-sign";
 
 #[derive(Debug, Clone, Default)]
 pub struct SignOptions {
     /// `-a key=value`; they win over the ones derived from `source`.
     pub annotations: BTreeMap<String, String>,
     pub storage: Storage,
-    /// `os-sign 0.1.0`.
-    pub tool: String,
 }
 
-pub fn run(
-    signer: Signer,
-    options: SignOptions,
-    common: &CommonArgs,
-    references: Vec<String>,
-    stdin: impl BufRead + Send + 'static,
-    stdout: &mut impl Write,
-) -> Result<u8, RunError> {
-    let (signer, options) = (Arc::new(signer), Arc::new(options));
-    driver::run_tool(common, references, stdin, stdout, "os-sign", STEP, |stores| {
-        move |origin, work| {
-            let (stores, signer, options) = (stores.clone(), signer.clone(), options.clone());
-            async move {
-                let record = digest_step::record_for(&stores, &options.tool, origin, work).await;
-                if record.is_error() {
-                    return record;
-                }
-                sign_record(&stores, &signer, &options, origin, record).await
-            }
+/// os-sign's step: one key, loaded once, signs every record.
+pub struct Signing {
+    pub signer: Signer,
+    pub options: SignOptions,
+}
+
+impl Step for Signing {
+    const TOOL: &'static str = TOOL;
+    const NAME: &'static str = STEP;
+
+    async fn work(&self, stores: &Stores, origin: Origin, work: Work) -> Record {
+        let record = digest_step::record_for(stores, TOOL, origin, work).await;
+        if record.is_error() {
+            return record;
         }
-    })
+        sign_record(stores, &self.signer, &self.options, origin, record).await
+    }
+}
+
+/// `os-sign generate-key-pair`: PREFIX.key (encrypted with
+/// [`key::new_key_password`], mode 0600) and PREFIX.pub, never overwritten.
+pub fn write_key_pair(prefix: &Path) -> Result<(), KeyError> {
+    let (private, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
+    let password = key::new_key_password()?;
+    let key_id = key::generate_key_pair(&private, &public, password.as_bytes())?;
+    eprintln!("Private key written to {}", private.display());
+    eprintln!("Public key written to {} (key id {key_id})", public.display());
+    Ok(())
+}
+
+/// `os-sign public-key`: the PEM public key of any key source.
+pub fn public_key_pem(key: &str, credential: CredentialKind) -> Result<String, KeyError> {
+    let key: KeyRef = key.parse()?;
+    let public =
+        crate::pipeline::runtime().block_on(PublicKey::load(&key, &Password::EnvOrPrompt, credential))?;
+    Ok(public.to_pem())
 }
 
 async fn sign_record(
@@ -115,7 +152,7 @@ async fn sign_record(
     };
     match stored {
         Ok((signature_ref, added, mechanism)) => {
-            let mut event = Event::new(STEP, &options.tool)
+            let mut event = Event::new(STEP, TOOL)
                 .with("signer", signer.reference())
                 .with("keyId", signer.key_id())
                 .with("signature", signature_ref)

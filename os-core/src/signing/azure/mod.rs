@@ -81,25 +81,28 @@ const ENVIRONMENT_VARS: [&str; 3] = ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZUR
 const WORKLOAD_VARS: [&str; 3] = ["AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"];
 const APP_SERVICE_VARS: [&str; 2] = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER"];
 
-/// Which Azure credential signs requests to the vault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+/// Which Azure credential signs requests to the vault ([`CredentialKind::help`]
+/// says where each looks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CredentialKind {
-    /// The first configured of the others, in their order here.
     #[default]
     Auto,
-    /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`.
     Environment,
-    /// `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`
-    /// (AKS, Azure DevOps workload identity federation).
     WorkloadIdentity,
-    /// `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, else the instance metadata
-    /// service (`AZURE_CLIENT_ID` picks a user-assigned identity).
     ManagedIdentity,
-    /// `az account get-access-token`.
     AzureCli,
 }
 
 impl CredentialKind {
+    /// In the order `Auto` tries them (after itself).
+    pub const ALL: [CredentialKind; 5] = [
+        CredentialKind::Auto,
+        CredentialKind::Environment,
+        CredentialKind::WorkloadIdentity,
+        CredentialKind::ManagedIdentity,
+        CredentialKind::AzureCli,
+    ];
+
     /// The name `--azure-credential` takes.
     pub fn name(self) -> &'static str {
         match self {
@@ -108,6 +111,23 @@ impl CredentialKind {
             CredentialKind::WorkloadIdentity => "workload-identity",
             CredentialKind::ManagedIdentity => "managed-identity",
             CredentialKind::AzureCli => "azure-cli",
+        }
+    }
+
+    /// Where it looks, for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            CredentialKind::Auto => "The first configured of the others, in their order here",
+            CredentialKind::Environment => "`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`",
+            CredentialKind::WorkloadIdentity => {
+                "`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` (AKS, Azure DevOps \
+                 workload identity federation)"
+            }
+            CredentialKind::ManagedIdentity => {
+                "`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`, else the instance metadata service \
+                 (`AZURE_CLIENT_ID` picks a user-assigned identity)"
+            }
+            CredentialKind::AzureCli => "`az account get-access-token`",
         }
     }
 }

@@ -13,11 +13,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use super::{Batch, Failure, Options, Outcome, Placement, Plan, Target};
 use crate::kube::manifest::{self, Input, Manifest, Node};
 use crate::kube::process;
 use crate::oci::reference::RegistryRef;
 use crate::record::{ErrorCode, Record, field};
-use crate::steps::deploy::{self, Batch, Options, Outcome, Placement, Plan, Target};
 
 pub struct GitopsOptions {
     /// The repository's work tree.
@@ -305,12 +305,12 @@ pub fn run(
     let dir = gitops.repo.join(&gitops.path);
     let mut options = options.clone();
     options.paths = vec![dir.clone()];
-    let (mut batch, plan) = match deploy::prepare(&options, reader, warn) {
+    let (batch, plan) = match super::prepare(&options, reader, warn) {
         Ok(prepared) => prepared,
         Err(outcome) => return outcome,
     };
     if !matches!(plan.inputs.as_slice(), [Input::Kustomize(_)]) {
-        return batch.refuse(Some((
+        return batch.refuse(Some(Failure::new(
             ErrorCode::GitopsFailed,
             format!(
                 "{}: not a kustomize directory (no kustomization.yaml)",
@@ -323,26 +323,15 @@ pub fn run(
             let previous = |p: &Placement| Value::from(p.previous.clone());
             let repository = gitops.repo.display().to_string();
             let path = gitops.path.display().to_string();
-            let mut records = Vec::new();
-            for (index, entry) in std::mem::take(&mut batch.entries).into_iter().enumerate() {
-                let mut record = entry.record;
-                if let Some(target) = &entry.target {
-                    let event = deploy::deploy_event(&options, "gitops", &plan, index, target, &previous)
-                        .with("repository", repository.clone())
-                        .with("path", path.clone())
-                        .with("commit", commit.clone())
-                        .with("pushed", pushed);
-                    record.push_event(event);
-                }
-                records.push(record);
-            }
-            Outcome {
-                records,
-                exit_code: crate::cli::exit::SUCCESS,
-                messages: Vec::new(),
-            }
+            super::finish(&options, "gitops", &plan, batch, &previous, |event, _| {
+                event
+                    .with("repository", repository.clone())
+                    .with("path", path.clone())
+                    .with("commit", commit.clone())
+                    .with("pushed", pushed)
+            })
         }
-        Err((code, message)) => batch.refuse(Some((code, message))),
+        Err(failure) => batch.refuse(Some(failure)),
     }
 }
 
@@ -354,19 +343,23 @@ fn commit(
     dir: &Path,
     plan: &Plan,
     batch: &Batch,
-) -> Result<(String, bool), (ErrorCode, String)> {
+) -> Result<(String, bool), Failure> {
     let repo = &gitops.repo;
-    let failed = |error: GitopsError| (ErrorCode::GitopsFailed, error.to_string());
+    let failed = |error: GitopsError| Failure::new(ErrorCode::GitopsFailed, error.to_string());
     if let Some(why) = dirty(repo).map_err(failed)? {
-        return Err((ErrorCode::DirtyWorktree, format!("{}: {why}", repo.display())));
+        return Err(Failure::new(
+            ErrorCode::DirtyWorktree,
+            format!("{}: {why}", repo.display()),
+        ));
     }
     let file = manifest::kustomization_file(dir).ok_or_else(|| {
-        (
+        Failure::new(
             ErrorCode::GitopsFailed,
             format!("{}: no kustomization file", dir.display()),
         )
     })?;
-    let original = manifest::read_text(&file).map_err(|e| (ErrorCode::GitopsFailed, e.to_string()))?;
+    let original =
+        manifest::read_text(&file).map_err(|e| Failure::new(ErrorCode::GitopsFailed, e.to_string()))?;
     let mut updates: Vec<ImageUpdate> = Vec::new();
     for placement in &plan.placements {
         let target = batch.entries[placement.entry].target.as_ref().expect("gated");
@@ -377,7 +370,7 @@ fn commit(
         };
         match updates.iter().find(|u| u.name == update.name) {
             Some(existing) if *existing != update => {
-                return Err((
+                return Err(Failure::new(
                     ErrorCode::ConflictingRecords,
                     format!(
                         "{} is pinned to both {}@{} and {}@{}",
@@ -391,7 +384,8 @@ fn commit(
     }
     let file_name = file.display().to_string();
     let edited = set_images(&file_name, &original, &updates).map_err(failed)?;
-    std::fs::write(&file, &edited).map_err(|e| (ErrorCode::GitopsFailed, format!("{file_name}: {e}")))?;
+    std::fs::write(&file, &edited)
+        .map_err(|e| Failure::new(ErrorCode::GitopsFailed, format!("{file_name}: {e}")))?;
     let restore = || {
         let _ = std::fs::write(&file, &original);
     };
@@ -399,7 +393,7 @@ fn commit(
     // container must now run its record's pinned image.
     if let Err(why) = check_rendered(options, dir, plan, batch) {
         restore();
-        return Err((ErrorCode::GitopsFailed, why));
+        return Err(Failure::new(ErrorCode::GitopsFailed, why));
     }
     let before = git(repo, &["rev-parse", "HEAD"], None).map_err(|e| {
         restore();
@@ -427,7 +421,7 @@ fn commit(
         // its own commit so the work tree is as it was.
         if let Err(error) = git(repo, &["push", "--quiet"], None) {
             let _ = git(repo, &["reset", "--quiet", "--hard", &before], None);
-            return Err((
+            return Err(Failure::new(
                 ErrorCode::PushRejected,
                 format!(
                     "{error}; the local commit was undone (nothing changed): pull the remote's changes and run again"

@@ -10,7 +10,7 @@
 //! within one registry blobs are mounted across repositories.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Write};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,7 +21,6 @@ use indicatif::ProgressBar;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::cli::{CommonArgs, RunError};
 use crate::http::RetryPolicy;
 use crate::oci::digest::{Digest, Hasher};
 use crate::oci::layout::{Layout, LayoutError, off_thread};
@@ -29,12 +28,15 @@ use crate::oci::manifest;
 use crate::oci::reference::{ImageRef, RegistryRef};
 use crate::oci::registry::{Referrers, RegistryError};
 use crate::oci::store::{Place, StoreError, Stores};
-use crate::pipeline::driver;
 use crate::pipeline::progress::Progress;
+use crate::pipeline::{RunOptions, Step, Work};
 use crate::record::Origin;
 use crate::record::{ErrorCode, Event, Record, field};
 
 const STEP: &str = "import";
+
+/// The binary whose step this is.
+pub const TOOL: &str = "os-import";
 /// cosign's attachment tags: signatures, attestations, SBOMs.
 const ATTACHMENT_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
 
@@ -91,40 +93,37 @@ pub struct ImportOptions {
     /// `os/arch/variant`), making a new index with a new digest. Empty:
     /// every platform, digest preserved.
     pub platforms: Vec<String>,
-    pub tool: String,
 }
 
-pub fn run(
-    options: ImportOptions,
-    common: &CommonArgs,
-    references: Vec<String>,
-    stdin: impl BufRead + Send + 'static,
-    stdout: &mut impl Write,
-) -> Result<u8, RunError> {
-    let importer = Arc::new(Importer {
-        landed: Landed::default(),
-        source_tags: SourceTags::default(),
-        transfers: Semaphore::new(usize::from(common.jobs)),
-        progress: Progress::for_stderr(common.quiet),
-        options,
-    });
-    driver::run_tool(common, references, stdin, stdout, "os-import", STEP, |stores| {
-        move |origin, work| {
-            let (stores, importer) = (stores.clone(), importer.clone());
-            async move {
-                let record =
-                    crate::steps::digest::record_for(&stores, &importer.options.tool, origin, work).await;
-                if record.is_error() {
-                    return record;
-                }
-                importer.import_record(&stores, origin, record).await
-            }
+impl Importer {
+    /// One run's importer: blob transfers across all records bounded by
+    /// `--jobs`, a progress line unless `--quiet`.
+    pub fn new(options: ImportOptions, run: &RunOptions) -> Importer {
+        Importer {
+            landed: Landed::default(),
+            source_tags: SourceTags::default(),
+            transfers: Semaphore::new(run.jobs),
+            progress: Progress::for_stderr(run.quiet),
+            options,
         }
-    })
+    }
 }
 
-/// What every record of one run shares.
-struct Importer {
+impl Step for Importer {
+    const TOOL: &'static str = TOOL;
+    const NAME: &'static str = STEP;
+
+    async fn work(&self, stores: &Stores, origin: Origin, work: Work) -> Record {
+        let record = crate::steps::digest::record_for(stores, TOOL, origin, work).await;
+        if record.is_error() {
+            return record;
+        }
+        self.import_record(stores, origin, record).await
+    }
+}
+
+/// os-import's step, and what every record of one run shares.
+pub struct Importer {
     options: ImportOptions,
     landed: Landed,
     source_tags: SourceTags,
@@ -1141,7 +1140,7 @@ impl Importer {
             total(&stats.skipped)
         ));
         record.set(field::IMAGE, target.location());
-        let mut event = Event::new(STEP, &options.tool)
+        let mut event = Event::new(STEP, TOOL)
             .with("from", source.location())
             .with("to", target.location())
             .with("bytes", total(&stats.bytes))

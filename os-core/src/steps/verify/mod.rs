@@ -6,18 +6,16 @@
 //! digests before use.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::cli::{CommonArgs, RunError};
 use crate::oci::digest::Digest;
 use crate::oci::layout::{Layout, LayoutError};
 use crate::oci::reference::{ImageRef, RegistryRef};
 use crate::oci::registry::RegistryError;
 use crate::oci::store::{Place, StoreError, Stores};
-use crate::pipeline::driver::{self, Work};
+use crate::pipeline::{Step, Work};
 use crate::record::Origin;
 use crate::record::located;
 use crate::record::{ErrorCode, Event, Record, field};
@@ -27,15 +25,37 @@ use crate::signing::simple_signing::{self, SIMPLE_SIGNING};
 
 const STEP: &str = "verify";
 
+/// The binary whose step this is.
+pub const TOOL: &str = "os-verify";
+
 /// How the signed `docker-reference` must relate to where the image is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Identity {
-    /// Registry and repository equal.
     Exact,
-    /// Repository path equal, any registry (what promotion keeps).
     Repository,
-    /// Not checked (what `cosign verify` does).
     Any,
+}
+
+impl Identity {
+    pub const ALL: [Identity; 3] = [Identity::Exact, Identity::Repository, Identity::Any];
+
+    /// The name `--identity` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Identity::Exact => "exact",
+            Identity::Repository => "repository",
+            Identity::Any => "any",
+        }
+    }
+
+    /// What must match, for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            Identity::Exact => "Registry and repository equal",
+            Identity::Repository => "Repository path equal, any registry (what promotion keeps)",
+            Identity::Any => "Not checked (what `cosign verify` does)",
+        }
+    }
 }
 
 pub struct VerifyPolicy {
@@ -47,7 +67,6 @@ pub struct VerifyPolicy {
     pub annotations: BTreeMap<String, String>,
     /// Where signatures are read from (`--offline DIR`: a layout).
     pub source: SignatureSource,
-    pub tool: String,
 }
 
 /// Why a record failed verification, as a stable code; ordered by how far
@@ -88,29 +107,23 @@ pub struct Accepted {
     pub bundle_referrer: Option<Digest>,
 }
 
-pub fn run(
-    policy: VerifyPolicy,
-    common: &CommonArgs,
-    references: Vec<String>,
-    stdin: impl BufRead + Send + 'static,
-    stdout: &mut impl Write,
-) -> Result<u8, RunError> {
-    let policy = Arc::new(policy);
-    driver::run_tool(common, references, stdin, stdout, "os-verify", STEP, |stores| {
-        move |origin, work| {
-            let (stores, policy) = (stores.clone(), policy.clone());
-            async move {
-                let record = match work {
-                    Work::Record(record) => record,
-                    Work::Reference(text) => ad_hoc_record(&text, origin),
-                };
-                if record.is_error() {
-                    return record;
-                }
-                verify_record(&stores, &policy, origin, record).await
-            }
+/// os-verify's step: every record checked against one policy.
+pub struct Verification(pub VerifyPolicy);
+
+impl Step for Verification {
+    const TOOL: &'static str = TOOL;
+    const NAME: &'static str = STEP;
+
+    async fn work(&self, stores: &Stores, origin: Origin, work: Work) -> Record {
+        let record = match work {
+            Work::Record(record) => record,
+            Work::Reference(text) => ad_hoc_record(&text, origin),
+        };
+        if record.is_error() {
+            return record;
         }
-    })
+        verify_record(stores, &self.0, origin, record).await
+    }
 }
 
 /// `os-verify --key k.pub reg/app@sha256:…`: a record from a pinned
@@ -162,7 +175,7 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
     match find_accepted(stores, &policy.source.place(&image), policy, &image, &digest).await {
         Ok(accepted) => {
             record.push_event(
-                Event::new(STEP, &policy.tool)
+                Event::new(STEP, TOOL)
                     .with("image", verified_at)
                     // What was verified, in its own field: a referrer's
                     // `signature` (`repository@sha256:…`) does not name it.
