@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use os_core::oci::digest::Digest;
 use os_core::oci::reference::RegistryRef;
 use os_core::signing::key::{KeyRef, Password, PublicKey, Signer};
-use os_core::steps::verify::{Identity, Reason, VerifyPolicy, check_signature};
+use os_core::steps::verify::{Identity, Reason, Rejection, VerifyPolicy, check_signature};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -128,7 +128,7 @@ fn every_key_based_signature_vector_is_judged_like_cosign() {
         let judged = check_signature(&policy, &image, &digest, &media_type, &payload, Some(&signature));
         match outcome.as_str() {
             "ACCEPT" => {
-                let accepted = judged.unwrap_or_else(|(reason, message)| {
+                let accepted = judged.unwrap_or_else(|Rejection { reason, message }| {
                     panic!("{name}: cosign accepts; we said {reason:?}: {message}")
                 });
                 assert_eq!(accepted.payload_digest, Digest::of(&payload), "{name}");
@@ -137,7 +137,7 @@ fn every_key_based_signature_vector_is_judged_like_cosign() {
                 }
             }
             "REJECT" => {
-                let (reason, _) = judged
+                let Rejection { reason, .. } = judged
                     .err()
                     .unwrap_or_else(|| panic!("{name}: cosign rejects it; we accepted"));
                 let expected = match name.as_str() {
