@@ -13,6 +13,16 @@ use crate::http::describe;
 use crate::oci::credentials::{self, Credential};
 use crate::oci::reference::RegistryRef;
 
+/// Tokens without `expires_in` live 60 s by the token spec; we renew a
+/// little early so a token never expires in flight.
+pub(super) const TOKEN_LIFETIME_DEFAULT: u64 = 60;
+
+pub(super) const TOKEN_RENEW_MARGIN: u64 = 10;
+
+/// Azure Container Registry's (and docker's) user name for a refresh token
+/// presented as a password.
+pub(super) const ACR_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+
 impl Registry {
     pub(super) async fn credential(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
         if let Some(credential) = &self.options.credential {
@@ -152,16 +162,6 @@ impl Registry {
         })
     }
 }
-
-/// Tokens without `expires_in` live 60 s by the token spec; we renew a
-/// little early so a token never expires in flight.
-pub(super) const TOKEN_LIFETIME_DEFAULT: u64 = 60;
-
-pub(super) const TOKEN_RENEW_MARGIN: u64 = 10;
-
-/// Azure Container Registry's (and docker's) user name for a refresh token
-/// presented as a password.
-pub(super) const ACR_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
 
 pub(super) fn basic(username: &str, password: &str) -> String {
     use base64::Engine as _;

@@ -10,6 +10,8 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest;
 use crate::oci::reference::RegistryRef;
 
+pub(super) const DIGEST_HEADER: &str = "docker-content-digest";
+
 impl Registry {
     /// Resolves a reference to its manifest digest, media type, size and
     /// platforms: one HEAD where the registry tells all of that in headers,
@@ -150,8 +152,6 @@ impl Registry {
         Ok(digest)
     }
 }
-
-pub(super) const DIGEST_HEADER: &str = "docker-content-digest";
 
 pub(super) fn media_type_only(content_type: &str) -> String {
     content_type

@@ -11,6 +11,18 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest;
 use crate::oci::reference::RegistryRef;
 
+/// How a registry answered for referrers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Referrers {
+    /// The OCI 1.1 Referrers API.
+    Api,
+    /// The `sha256-<hex>` tag-fallback index (registries without the API).
+    TagFallback,
+    /// Neither holds anything.
+    #[default]
+    None,
+}
+
 impl Registry {
     /// The manifests that name `digest` as their `subject` (OCI 1.1
     /// referrers): from the Referrers API where the registry has it, else
@@ -170,18 +182,6 @@ impl Registry {
             .map_err(|e| self.unreachable(repository, &e))?;
         Ok((Some(body), Some(true)))
     }
-}
-
-/// How a registry answered for referrers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Referrers {
-    /// The OCI 1.1 Referrers API.
-    Api,
-    /// The `sha256-<hex>` tag-fallback index (registries without the API).
-    TagFallback,
-    /// Neither holds anything.
-    #[default]
-    None,
 }
 
 impl Referrers {

@@ -14,6 +14,82 @@ use super::credential::{AzureCredential, clip, first_line};
 use super::{AzureError, CredentialKind};
 use crate::http::{self, RetryPolicy, describe, is_loopback, retry_after};
 
+pub(super) const API_VERSION: &str = "7.4";
+
+pub(super) const DEFAULT_RESOURCE: &str = "https://vault.azure.net";
+
+/// Vault requests, retried on connection errors, 429 and 5xx: a signature
+/// is one small request, so a few quick tries, and a vault that throttles
+/// for longer than the budget fails the record rather than the pipeline.
+pub(super) const VAULT_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 3,
+    budget: Duration::from_secs(30),
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(10),
+};
+
+/// A vault key, ready to sign with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultKey {
+    /// The full key id (`https://VAULT/keys/NAME/VERSION`), as the vault
+    /// reported it: signing always uses exactly this version.
+    pub kid: String,
+    /// The public key as SubjectPublicKeyInfo DER.
+    pub spki_der: Vec<u8>,
+    /// `ES256`, `ES384` or `RS256`.
+    pub algorithm: String,
+}
+
+/// The run's Key Vault client: one credential, and its HTTP client.
+#[derive(Debug)]
+pub struct KeyVault {
+    credential: AzureCredential,
+}
+
+/// Where a vault is and which token it takes.
+pub(super) struct Endpoint {
+    /// `host[:port]` as given.
+    host: String,
+    /// `https://host` (`http://` on loopback).
+    base: String,
+    /// The token resource (`https://vault.azure.net`, …).
+    resource: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct KeyBundle {
+    key: Jwk,
+    attributes: Option<KeyAttributes>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct KeyAttributes {
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Jwk {
+    kid: String,
+    kty: String,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    key_ops: Option<Vec<String>>,
+}
+
+pub(super) const OID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+
+pub(super) const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+pub(super) const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+pub(super) const OID_RSA_ENCRYPTION: &[u8] =
+    &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+pub(super) const DER_NULL: &[u8] = &[0x05, 0x00];
+
 impl KeyVault {
     /// A client whose credential comes from the process environment.
     pub fn new(credential: CredentialKind) -> Result<KeyVault, AzureError> {
@@ -311,38 +387,6 @@ impl Jwk {
     }
 }
 
-pub(super) const API_VERSION: &str = "7.4";
-
-pub(super) const DEFAULT_RESOURCE: &str = "https://vault.azure.net";
-
-/// Vault requests, retried on connection errors, 429 and 5xx: a signature
-/// is one small request, so a few quick tries, and a vault that throttles
-/// for longer than the budget fails the record rather than the pipeline.
-pub(super) const VAULT_RETRY: RetryPolicy = RetryPolicy {
-    attempts: 3,
-    budget: Duration::from_secs(30),
-    base_delay: Duration::from_millis(500),
-    max_delay: Duration::from_secs(10),
-};
-
-/// A vault key, ready to sign with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VaultKey {
-    /// The full key id (`https://VAULT/keys/NAME/VERSION`), as the vault
-    /// reported it: signing always uses exactly this version.
-    pub kid: String,
-    /// The public key as SubjectPublicKeyInfo DER.
-    pub spki_der: Vec<u8>,
-    /// `ES256`, `ES384` or `RS256`.
-    pub algorithm: String,
-}
-
-/// The run's Key Vault client: one credential, and its HTTP client.
-#[derive(Debug)]
-pub struct KeyVault {
-    credential: AzureCredential,
-}
-
 /// Key Vault's error envelope (`{"error":{"code","message"}}`) as one line.
 pub(super) async fn vault_error_detail(response: reqwest::Response) -> String {
     let status = response.status();
@@ -362,16 +406,6 @@ pub(super) async fn vault_error_detail(response: reqwest::Response) -> String {
             }
         }
     }
-}
-
-/// Where a vault is and which token it takes.
-pub(super) struct Endpoint {
-    /// `host[:port]` as given.
-    host: String,
-    /// `https://host` (`http://` on loopback).
-    base: String,
-    /// The token resource (`https://vault.azure.net`, …).
-    resource: String,
 }
 
 /// The token resource for a vault host: `NAME.vault.SUFFIX` →
@@ -404,40 +438,6 @@ pub(super) fn check_name(what: &'static str, value: &str) -> Result<(), AzureErr
         })
     }
 }
-
-#[derive(Deserialize)]
-pub(super) struct KeyBundle {
-    key: Jwk,
-    attributes: Option<KeyAttributes>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct KeyAttributes {
-    enabled: Option<bool>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Jwk {
-    kid: String,
-    kty: String,
-    crv: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    key_ops: Option<Vec<String>>,
-}
-
-pub(super) const OID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-
-pub(super) const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
-pub(super) const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-
-pub(super) const OID_RSA_ENCRYPTION: &[u8] =
-    &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-
-pub(super) const DER_NULL: &[u8] = &[0x05, 0x00];
 
 /// Converts an ECDSA signature from the raw `r‖s` form (each half fixed
 /// width, big-endian: what Key Vault returns) to ASN.1 DER

@@ -12,6 +12,9 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest;
 use crate::oci::store::{Place, Stores};
 
+/// cosign's attachment tags: signatures, attestations, SBOMs.
+pub(super) const ATTACHMENT_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
 impl Copier<'_> {
     /// Copies cosign's attachment tags and OCI 1.1 referrers of `digest`,
     /// all at once; returns what was attached (name and manifest digest)
@@ -217,9 +220,6 @@ impl Attachments {
         self.written.extend(other.written);
     }
 }
-
-/// cosign's attachment tags: signatures, attestations, SBOMs.
-pub(super) const ATTACHMENT_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
 
 /// The source's tag-fallback index plus the entries only the target's
 /// lists (its own referrers); the source's bytes when there are none.

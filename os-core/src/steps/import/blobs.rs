@@ -18,6 +18,34 @@ use crate::oci::reference::RegistryRef;
 use crate::oci::registry::RegistryError;
 use crate::oci::store::Place;
 
+/// What went wrong on the source side of a streamed blob. The upload sees
+/// only a broken body; this says whose fault it was.
+pub(super) enum SourceFault {
+    /// The bytes did not hash to the digest (or were not the declared size).
+    Mismatch(String),
+    /// Reading from the source failed part-way.
+    Read(String),
+}
+
+pub(super) struct BlobCheck {
+    hasher: Option<Hasher>,
+    seen: u64,
+    fault: Option<SourceFault>,
+}
+
+pub(super) type FaultSlot = Arc<Mutex<BlobCheck>>;
+
+/// Transfers of one blob before giving up on transient faults (a
+/// connection reset mid-body restarts the whole transfer; the registry
+/// discards the unfinished upload). Each request of a transfer has its own
+/// retries in the registry client already, so these are few and slower.
+pub(super) const BLOB_TRANSFERS: RetryPolicy = RetryPolicy {
+    attempts: 3,
+    budget: std::time::Duration::from_secs(120),
+    base_delay: std::time::Duration::from_millis(400),
+    max_delay: std::time::Duration::from_secs(10),
+};
+
 impl Landed {
     pub(super) fn cell(&self, registry: &str, digest: &Digest) -> LandedIn {
         self.blobs
@@ -187,23 +215,6 @@ impl Copier<'_> {
     }
 }
 
-/// What went wrong on the source side of a streamed blob. The upload sees
-/// only a broken body; this says whose fault it was.
-pub(super) enum SourceFault {
-    /// The bytes did not hash to the digest (or were not the declared size).
-    Mismatch(String),
-    /// Reading from the source failed part-way.
-    Read(String),
-}
-
-pub(super) struct BlobCheck {
-    hasher: Option<Hasher>,
-    seen: u64,
-    fault: Option<SourceFault>,
-}
-
-pub(super) type FaultSlot = Arc<Mutex<BlobCheck>>;
-
 /// Passes a blob's chunks through while hashing and counting them. The
 /// check runs on the chunk that completes the declared size — an HTTP
 /// client stops reading a body at its Content-Length, so a check after the
@@ -270,17 +281,6 @@ pub(super) fn verified(
     .filter_map(futures::future::ready);
     (body.chain(short), slot)
 }
-
-/// Transfers of one blob before giving up on transient faults (a
-/// connection reset mid-body restarts the whole transfer; the registry
-/// discards the unfinished upload). Each request of a transfer has its own
-/// retries in the registry client already, so these are few and slower.
-pub(super) const BLOB_TRANSFERS: RetryPolicy = RetryPolicy {
-    attempts: 3,
-    budget: std::time::Duration::from_secs(120),
-    base_delay: std::time::Duration::from_millis(400),
-    max_delay: std::time::Duration::from_secs(10),
-};
 
 /// The source's part in a failed (or, for a short or corrupt body, even a
 /// seemingly finished) upload: its fault, named, wins over what the target

@@ -19,6 +19,23 @@ use crate::oci::store::{Place, Stores};
 use crate::record::Origin;
 use crate::record::{ErrorCode, Event, Record, field};
 
+/// One record's import, as its fields and the options ask for it.
+pub(super) struct Job {
+    source: ImageRef,
+    target: ImageRef,
+    digest: Digest,
+    /// The record's tag, then every `--tag`.
+    tags: Vec<String>,
+}
+
+/// What one record's copy did, for its event.
+pub(super) struct Imported {
+    stats: Stats,
+    copied: Copied,
+    attachments: Attachments,
+    target_mechanism: Referrers,
+}
+
 impl Job {
     /// The job a record asks for, or the record failed with why not.
     pub(super) fn of(
@@ -272,23 +289,6 @@ pub(super) fn target_of(
         } => format!("{host}/{prefix}/{}", leaf(&path)),
     };
     Ok(reference.parse()?)
-}
-
-/// One record's import, as its fields and the options ask for it.
-pub(super) struct Job {
-    source: ImageRef,
-    target: ImageRef,
-    digest: Digest,
-    /// The record's tag, then every `--tag`.
-    tags: Vec<String>,
-}
-
-/// What one record's copy did, for its event.
-pub(super) struct Imported {
-    stats: Stats,
-    copied: Copied,
-    attachments: Attachments,
-    target_mechanism: Referrers,
 }
 
 /// Listed again: what this run attached must now be at the target.

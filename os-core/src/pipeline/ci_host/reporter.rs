@@ -1,137 +1,30 @@
-//! Speaks the CI host's language: when a tool runs inside Azure Pipelines
-//! (`TF_BUILD=True`) or GitHub Actions (`GITHUB_ACTIONS=true`), it also
-//! publishes what it did the way that host expects, so later stages and
-//! people use the result without parsing records:
-//!
-//! - output variables `image`, `digest` and `service` of the last successful
-//!   record (`##vso[task.setvariable …;isOutput=true]`, `$GITHUB_OUTPUT`);
-//! - one error annotation per record this tool failed
-//!   (`##vso[task.logissue type=error]`, `::error::`);
-//! - a markdown summary of every artifact the tool wrote — service, where it
-//!   lives, digest, signer, imports, verification, deploy target — attached
-//!   to the run (`##vso[task.uploadsummary]`, `$GITHUB_STEP_SUMMARY`).
-//!
-//! Guarantees: stdout is untouched (records only); every logging command goes
-//! to stderr. In a pipe only the last tool's stdout reaches the agent, and
-//! both hosts read commands from stderr too: the Azure Pipelines agent wires
-//! `StepHost.OutputDataReceived` and `StepHost.ErrorDataReceived` to the same
-//! handler, which calls `CommandManager.TryProcessCommand` on each line
-//! (microsoft/azure-pipelines-agent, src/Agent.Worker/Handlers/NodeHandler.cs,
-//! `OnDataReceived`; the Bash and AzureCLI tasks run on that handler), and the
-//! GitHub runner gives stdout and stderr each an `OutputManager` that parses
-//! workflow commands (actions/runner, src/Runner.Worker/Handlers/ScriptHandler.cs).
-//! Values are escaped per host (`%AZP25`, `%0D`, `%0A`, `%3B`, `%5D` for
-//! Azure; `%25`, `%0D`, `%0A`, `%3A`, `%2C` for GitHub), so a value can
-//! neither end a command nor start another. Records never hold secrets; as a
-//! second line of defence, the values of secret-looking environment
-//! variables (`*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*PRIVATE_KEY*`) are
-//! replaced with `***` in everything written here.
+//! What a run tells its CI host: each record seen on stdout becomes a row,
+//! and when the run is over the host gets its output variables, one
+//! annotation per failure this tool found, and a run summary, with every
+//! secret of the environment scrubbed out.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io::Write;
 
 use serde_json::Value;
 
+use super::Host;
+use super::commands::{
+    append, azure_data, azure_property, github_data, github_output_entry, github_property,
+};
 use crate::record::field;
 
 /// At most this many rows in a summary: GitHub caps a step summary at 1 MiB.
-const SUMMARY_ROWS: usize = 500;
+pub(super) const SUMMARY_ROWS: usize = 500;
+
 /// Secret-looking values shorter than this are not redacted: a flag such as
 /// `USE_TOKEN=true` would otherwise turn every "true" into `***`, and a real
 /// secret is longer.
-const SHORTEST_SECRET: usize = 8;
-
-/// The CI system a tool runs in, with what it needs from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    /// Azure Pipelines; the summary is written into `AGENT_TEMPDIRECTORY`
-    /// (none when the agent did not set it: nothing could upload it).
-    Azure { temp_dir: Option<PathBuf> },
-    /// GitHub Actions; the files the runner names for outputs and summary.
-    GitHub {
-        output: Option<PathBuf>,
-        step_summary: Option<PathBuf>,
-    },
-}
-
-impl Host {
-    /// The host from the environment (`env` is injectable for tests; tools
-    /// pass `std::env::var`). Azure wins when both are set, as in
-    /// [`crate::pipeline::source::detect`].
-    pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> Option<Host> {
-        let path = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        if env("TF_BUILD").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            Some(Host::Azure {
-                temp_dir: path("AGENT_TEMPDIRECTORY"),
-            })
-        } else if env("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
-            Some(Host::GitHub {
-                output: path("GITHUB_OUTPUT"),
-                step_summary: path("GITHUB_STEP_SUMMARY"),
-            })
-        } else {
-            None
-        }
-    }
-}
-
-/// Wraps a tool's stdout for [`crate::pipeline::driver::run_tool`]: outside CI it
-/// only passes the records through; inside CI it also reports them when the
-/// run is over. `step` tells this tool's failures from those it passed on.
-pub fn report<W: Write, T>(
-    tool: &str,
-    step: &str,
-    stdout: &mut W,
-    run: impl FnOnce(&mut Observed<'_, W>) -> T,
-) -> T {
-    let env = |name: &str| std::env::var(name).ok();
-    let mut reporter =
-        Host::detect(&env).map(|host| Reporter::new(host, tool, step, secret_values(std::env::vars())));
-    let mut observed = Observed {
-        inner: stdout,
-        reporter: reporter.as_mut(),
-        line: Vec::new(),
-    };
-    let result = run(&mut observed);
-    drop(observed);
-    if let Some(reporter) = reporter {
-        reporter.finish(&mut io::stderr().lock());
-    }
-    result
-}
-
-/// stdout, seen by the reporter one complete line (one record) at a time.
-pub struct Observed<'a, W: Write> {
-    inner: &'a mut W,
-    reporter: Option<&'a mut Reporter>,
-    line: Vec<u8>,
-}
-
-impl<W: Write> Write for Observed<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        if let Some(reporter) = self.reporter.as_deref_mut() {
-            let mut rest = &buf[..written];
-            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                self.line.extend_from_slice(&rest[..end]);
-                reporter.observe_line(&self.line);
-                self.line.clear();
-                rest = &rest[end + 1..];
-            }
-            self.line.extend_from_slice(rest);
-        }
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
+pub(super) const SHORTEST_SECRET: usize = 8;
 
 /// One artifact as the summary shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Row {
+pub(super) struct Row {
     service: String,
     image: String,
     digest: String,
@@ -339,14 +232,14 @@ impl Reporter {
 
     /// `code`, `message` of the records this tool failed (not those it
     /// received already failed: their tool annotated them).
-    fn own_errors(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(super) fn own_errors(&self) -> impl Iterator<Item = (&str, &str)> {
         self.rows.iter().filter_map(|row| match &row.error {
             Some((step, code, message)) if *step == self.step => Some((code.as_str(), message.as_str())),
             _ => None,
         })
     }
 
-    fn summary_markdown(&self) -> String {
+    pub(super) fn summary_markdown(&self) -> String {
         let failed = self.rows.iter().filter(|row| row.error.is_some()).count();
         let total = self.rows.len() + self.rows_left_out;
         let mut text = format!(
@@ -394,7 +287,7 @@ impl Reporter {
         self.redact(&text)
     }
 
-    fn redact(&self, text: &str) -> String {
+    pub(super) fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {
@@ -429,7 +322,7 @@ pub fn secret_values(vars: impl Iterator<Item = (String, String)>) -> Vec<String
 
 /// Where a deploy event put the artifact: cluster context and namespace, or
 /// a GitOps repository and path, whatever the event names.
-fn deploy_target(event: &Value) -> String {
+pub(super) fn deploy_target(event: &Value) -> String {
     let text = |name: &str| event.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
     let place: Vec<&str> = ["context", "cluster", "namespace", "repository", "path"]
         .into_iter()
@@ -446,14 +339,14 @@ fn deploy_target(event: &Value) -> String {
     }
 }
 
-fn is_digest(text: &str) -> bool {
+pub(super) fn is_digest(text: &str) -> bool {
     text.strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A markdown table cell: one line, no column breaks, no HTML (GitHub
 /// renders HTML in step summaries).
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     if text.is_empty() {
         return "—".to_string();
     }
@@ -471,49 +364,13 @@ fn cell(text: &str) -> String {
     out
 }
 
-/// The message part of an Azure logging command (after `]`).
-pub fn azure_data(text: &str) -> String {
-    text.replace('%', "%AZP25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
-
-/// A property value of an Azure logging command (inside `[…]`).
-pub fn azure_property(text: &str) -> String {
-    azure_data(text).replace(';', "%3B").replace(']', "%5D")
-}
-
-/// The message part of a GitHub workflow command (after `::`).
-pub fn github_data(text: &str) -> String {
-    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
-}
-
-/// A property value of a GitHub workflow command.
-pub fn github_property(text: &str) -> String {
-    github_data(text).replace(':', "%3A").replace(',', "%2C")
-}
-
-/// One `$GITHUB_OUTPUT` entry: `name=value`, or the heredoc form with a
-/// delimiter the value does not contain when it spans lines.
-pub fn github_output_entry(name: &str, value: &str) -> String {
-    if !value.contains(['\n', '\r']) {
-        return format!("{name}={value}\n");
-    }
-    let mut delimiter = format!("ONESTREAM_EOF_{}", std::process::id());
-    while value.contains(&delimiter) {
-        delimiter.push('_');
-    }
-    format!("{name}<<{delimiter}\n{value}\n{delimiter}\n")
-}
-
-fn append(path: &std::path::Path, text: &str) -> io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(text.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::ci_host::commands::{
+        azure_property, github_data, github_output_entry, github_property,
+    };
+    use crate::pipeline::ci_host::{Host, Observed};
     use crate::pipeline::source::env_of;
 
     const DIGEST: &str = "sha256:3c9f000000000000000000000000000000000000000000000000000000000001";
