@@ -2,7 +2,9 @@
 //! `docker-registry serve`) and deterministic OCI test images built without the
 //! project's own code.
 //!
-//! Declared once, in `tests/it/main.rs`; scenario modules `use crate::support`.
+//! A dev-only crate (`publish = false`): the end-to-end suite in `tests/it`
+//! imports it as `use os_testkit as support;`, and `scripts/bench` can drive
+//! the same registries and images.
 //!
 //! - [`registry::TestRegistry`]: plain HTTP, HTTPS + htpasswd basic auth, or plain
 //!   HTTP + token auth backed by the in-process [`token_server::TokenServer`].

@@ -1,7 +1,6 @@
 //! Real OCI registries for end-to-end tests: `docker-registry serve` (CNCF
 //! distribution 2.8) on `127.0.0.1:<free port>`, each with its own temporary
 //! storage, config and log, killed and removed on drop.
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::{Read, Write};
