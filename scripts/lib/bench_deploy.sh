@@ -4,9 +4,9 @@
 # today: one `kubectl set image --local -o yaml` process per service (and,
 # for reference, one short Python + PyYAML process for all of them).
 #
-# Sourced by scripts/bench after its helpers (say, bench_time, bench_stats,
-# fmt_ms, bench_target, reg_mktemp, reg_die) and the release build ($BIN);
-# defines bench_deploy. Needs no registry: the records are made here, in
+# Sourced by scripts/bench after its helpers (say, hf_run, hf_stat,
+# hf_ratio, hf_target, reg_mktemp, reg_die) and the release build ($BIN);
+# defines bench_deploy. Timed by hyperfine. Needs no registry: the records are made here, in
 # the shape os-verify writes, so the gate passes.
 #
 # Variables set here are read by scripts/bench:
@@ -128,6 +128,15 @@ deploy_check() {
   fi
 }
 
+# deploy_fresh WHAT OUT: hyperfine's --prepare, before every run of a
+# contender: checks what its previous run wrote into OUT (if anything), then
+# gives it an empty OUT, so every run is checked, outside the timer.
+deploy_fresh() {
+  if [ -d "$2" ]; then deploy_check "$1" "$2"; fi
+  rm -rf -- "$2" "$2.records"
+  mkdir -p "$2"
+}
+
 bench_deploy() {
   local runs=${RUNS:-5}
   OS_DEPLOY=$BIN/os-deploy
@@ -158,45 +167,42 @@ bench_deploy() {
   deploy_check "the kubectl loop" "$work/check.kubectl"
   say "deploy: correct: os-deploy and the kubectl loop pin the same $((2 * DEPLOY_SERVICES)) images; os-deploy changed nothing else"
 
-  local t_os=() t_kubectl=() t_python=() round out
-  for ((round = 1; round <= runs; round++)); do
-    out=$work/r$round
-    mkdir -p "$out.os" "$out.kubectl" "$out.python"
-    bench_time t_os deploy_os_deploy "$work" "$out.os"
-    deploy_check "os-deploy render" "$out.os"
-    bench_time t_kubectl deploy_kubectl_loop "$work" "$out.kubectl"
-    deploy_check "the kubectl loop" "$out.kubectl"
-    if [ -n "$python" ]; then
-      bench_time t_python deploy_pyyaml "$work" "$out.python"
-      deploy_check "the PyYAML script" "$out.python"
-    fi
-    say "deploy: round $round/$runs (ms): os-deploy $(fmt_ms "${t_os[-1]}"), kubectl loop $(fmt_ms "${t_kubectl[-1]}")${python:+, PyYAML $(fmt_ms "${t_python[-1]}")}"
-    rm -rf -- "$out.os" "$out.os.records" "$out.kubectl" "$out.python"
-  done
-
-  local os kubectl_ms python_ms="" min max
-  read -r os min max < <(bench_stats "${t_os[@]}")
-  local rows=("os-deploy render, 1 process|$os|$min|$max")
-  read -r kubectl_ms min max < <(bench_stats "${t_kubectl[@]}")
-  rows+=("kubectl set image --local x$DEPLOY_SERVICES|$kubectl_ms|$min|$max")
+  export OS_DEPLOY DEPLOY_WORK REG_PROG
+  export -f deploy_os_deploy deploy_kubectl_loop deploy_pyyaml deploy_check deploy_fresh reg_die
+  local json=$work/deploy.json out=$work/out
+  local contenders=(
+    --prepare "deploy_fresh 'os-deploy render' $out.os" -n os-deploy "deploy_os_deploy $work $out.os"
+    --prepare "deploy_fresh 'the kubectl loop' $out.kubectl" -n kubectl "deploy_kubectl_loop $work $out.kubectl"
+  )
   if [ -n "$python" ]; then
-    read -r python_ms min max < <(bench_stats "${t_python[@]}")
-    rows+=("python3 + PyYAML, 1 process (reference)|$python_ms|$min|$max")
+    contenders+=(--prepare "deploy_fresh 'the PyYAML script' $out.python" -n python "deploy_pyyaml $work $out.python")
   fi
+  hf_run "$json" --runs "$runs" "${contenders[@]}"
+  # The last run of each, which no --prepare came after.
+  deploy_check "os-deploy render" "$out.os"
+  deploy_check "the kubectl loop" "$out.kubectl"
+  [ -z "$python" ] || deploy_check "the PyYAML script" "$out.python"
+
+  local os kubectl_ms key median
+  os=$(hf_stat "$json" os-deploy median)
+  kubectl_ms=$(hf_stat "$json" kubectl median)
+  local rows=("os-deploy|os-deploy render, 1 process" "kubectl|kubectl set image --local x$DEPLOY_SERVICES")
+  [ -z "$python" ] || rows+=("python|python3 + PyYAML, 1 process (reference)")
 
   echo
   echo "deploy: $DEPLOY_SERVICES services (a Deployment with 3 containers + a Service, in 2 files each) pinned from $DEPLOY_SERVICES verified records, $runs rounds, median wall time"
-  echo "  files in $(dirname "$work") ($(stat -f -c %T "$work")); $("$OS_DEPLOY" --version); kubectl $(kubectl version --client 2>/dev/null | awk 'NR == 1 { print $3 }')${python:+; python3 $(python3 -c 'import sys, yaml; print(sys.version.split()[0], "PyYAML", yaml.__version__)')}; nproc $(nproc)"
+  echo "  files in $(dirname "$work") ($(stat -f -c %T "$work")); $("$OS_DEPLOY" --version); $(hyperfine --version); kubectl $(kubectl version --client 2>/dev/null | awk 'NR == 1 { print $3 }')${python:+; python3 $(python3 -c 'import sys, yaml; print(sys.version.split()[0], "PyYAML", yaml.__version__)')}; nproc $(nproc)"
   echo
   printf '  %-44s %10s %10s %10s %13s\n' contender "median ms" "min ms" "max ms" "vs os-deploy"
-  local row name median
+  local row name
   for row in "${rows[@]}"; do
-    IFS='|' read -r name median min max <<<"$row"
-    printf '  %-44s %10s %10s %10s %13s\n' "$name" "$median" "$min" "$max" \
-      "$(awk -v a="$median" -v b="$os" 'BEGIN { printf "%.1fx", a / b }')"
+    IFS='|' read -r key name <<<"$row"
+    median=$(hf_stat "$json" "$key" median)
+    printf '  %-44s %10s %10s %10s %13s\n' "$name" "$median" \
+      "$(hf_stat "$json" "$key" min)" "$(hf_stat "$json" "$key" max)" "$(hf_ratio "$median" "$os" %.1fx)"
   done
   echo
   echo "targets:"
-  bench_target "os-deploy at least 100x faster than the kubectl loop ($(awk -v a="$kubectl_ms" -v b="$os" 'BEGIN { printf "%.0fx", a / b }'))" \
+  hf_target "os-deploy at least 100x faster than the kubectl loop ($(hf_ratio "$kubectl_ms" "$os" %.0fx))" \
     "$kubectl_ms" "$os" 'a >= 100 * b'
 }

@@ -7,6 +7,7 @@
 # started here and remove every temporary directory made here.
 #
 #   reg_init                                  traps; must come first
+#   reg_on_exit CMD                           runs CMD at exit, before the registries stop
 #   reg_mktemp VAR [PARENT]                   new temp dir into VAR (removed at exit)
 #   reg_start NAME                            starts a registry; sets REG_HOST[NAME]
 #                                             (storage under REG_STORAGE_TMPDIR if set)
@@ -14,7 +15,6 @@
 #   reg_build_layout DIR TAG SERVICE [SEED]   writes an OCI layout; sets REG_LAYOUT_DIGEST
 #   reg_push_layout DIR TAG HOST REPO         skopeo copy --preserve-digests to HOST/REPO:TAG
 #   reg_push_blobs DIR MANIFEST HOST REPO     the config and layers MANIFEST names (curl)
-#   reg_push_tags DIR TAG HOST REPO NEWTAG... blobs once, then the manifest under every NEWTAG (curl)
 #   reg_push_variants DIR TAG HOST REPO PREFIX N
 #                                             N different manifests (one annotation apart) under
 #                                             PREFIX1..N; prints "HOST/REPO:TAG DIGEST" lines
@@ -45,13 +45,22 @@ REG_PIDS=()
 REG_PROG=${REG_PROG:-${0##*/}}
 
 reg_log() { printf '%s: %s\n' "$REG_PROG" "$*" >&2; }
-reg_die() { printf '%s: error: %s\n' "$REG_PROG" "$*" >&2; exit 1; }
+# Also into REG_DIE_LOG when set: a check run by hyperfine (--prepare) has
+# its output thrown away, and the script shows this file instead.
+reg_die() {
+  printf '%s: error: %s\n' "$REG_PROG" "$*" >&2
+  [ -z "${REG_DIE_LOG:-}" ] || printf '%s: error: %s\n' "$REG_PROG" "$*" >>"$REG_DIE_LOG"
+  exit 1
+}
 
 reg_now_ms() {
   local ns
   ns=$(date +%s%N)
   printf '%s\n' "$((ns / 1000000))"
 }
+
+REG_EXIT_HOOKS=()
+reg_on_exit() { REG_EXIT_HOOKS+=("$1"); }
 
 reg_init() {
   trap reg_cleanup EXIT
@@ -63,9 +72,12 @@ reg_init() {
 # Stops every process and removes every directory this script registered.
 # Runs once, from the EXIT trap, whatever the exit status.
 reg_cleanup() {
-  local status=$? pid dir deadline
+  local status=$? pid dir deadline hook
   trap - EXIT INT TERM HUP
   set +e
+  for hook in "${REG_EXIT_HOOKS[@]}"; do
+    "$hook"
+  done
   for pid in "${REG_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null
   done
@@ -287,31 +299,6 @@ reg_push_blobs() {
       --data-binary "@$layout/blobs/sha256/${blob#sha256:}" "$location" ||
       reg_die "uploading $blob to $base failed"
   done
-}
-
-# reg_push_tags DIR TAG HOST REPO NEWTAG...: uploads the blobs of the
-# layout's TAG once (monolithic POST + PUT, skipped when already there), then
-# PUTs its manifest under every NEWTAG, all in one curl process. Checks the
-# registry's Docker-Content-Digest for each tag.
-reg_push_tags() {
-  local layout=$1 tag=$2 host=$3 repo=$4
-  shift 4
-  [ "$#" -gt 0 ] || reg_die "reg_push_tags: no tags to push"
-  local base="http://$host/v2/$repo" digest manifest media
-  digest=$(reg_layout_manifest "$layout" "$tag")
-  manifest=$layout/blobs/sha256/${digest#sha256:}
-  media=$(jq -r '.mediaType // empty' "$manifest")
-  [ -n "$media" ] || media=$REG_OCI_MANIFEST
-  reg_push_blobs "$layout" "$manifest" "$host" "$repo"
-  local args=() new
-  for new in "$@"; do
-    args+=(-T "$manifest" -o /dev/null "$base/manifests/$new")
-  done
-  local out bad
-  out=$(curl -sS -H "Content-Type: $media" -w '%{http_code} %header{docker-content-digest} %{url}\n' "${args[@]}")
-  bad=$(awk -v want="$digest" '$1 != 201 || $2 != want' <<<"$out")
-  [ -z "$bad" ] || reg_die "pushing manifest tags to $base failed:"$'\n'"$bad"
-  [ "$(wc -l <<<"$out")" -eq "$#" ] || reg_die "pushing manifest tags: expected $# answers, got: $out"
 }
 
 # reg_push_variants DIR TAG HOST REPO PREFIX COUNT: pushes COUNT different

@@ -4,7 +4,7 @@
 //! to `KeyVault::with_env` as a map, so the tests run in parallel and never
 //! touch the process environment (nor 169.254.169.254).
 
-use crate::support;
+use os_testkit as support;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! error annotations and run summary (on stderr, and in the files GitHub
 //! names).
 
-use crate::support;
+use os_testkit as support;
 
 use std::fs;
 use std::path::Path;

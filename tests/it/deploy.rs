@@ -4,7 +4,7 @@
 //! bad input. One test goes through the real os-digest | os-sign |
 //! os-verify pipe against a real registry.
 
-use crate::support;
+use os_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! os-digest end to end: real registries (plain, TLS + basic auth, token
 //! auth), OCI layouts, skopeo as the peer, and a lying stub registry.
 
-use crate::support;
+use os_testkit as support;
 
 use std::io::Write;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! record naming the blob and the registry, with no manifest left at the
 //! target that points at something missing.
 
-use crate::support;
+use os_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! Exercises the end-to-end test support itself (tests/it/support): real registries
 //! in their three variants and the hand-written OCI test images.
 
-use crate::support;
+use os_testkit as support;
 
 use std::process::{Command, Output};
 

@@ -2,7 +2,7 @@
 //! attestations and OCI 1.1 referrers made by the real cosign, verified at
 //! the target by the real cosign and by os-verify.
 
-use crate::support;
+use os_testkit as support;
 
 use std::path::PathBuf;
 

@@ -1,13 +1,12 @@
 //! The end-to-end suite, one test binary (as ripgrep's `tests/tests.rs` and
-//! uv's `tests/it/main.rs`): the support code in [`support`] compiles once
-//! and every scenario module shares it.
+//! uv's `tests/it/main.rs`): the support code lives in the dev-only crate
+//! `os-testkit` (`testkit/`, shared with the benchmark harness), and every
+//! scenario module imports it as `use os_testkit as support;`.
 //!
 //! The suite runs the five real binaries, piped together, against real
 //! registries started on 127.0.0.1. The tools it needs (docker-registry,
 //! skopeo, cosign, oras, kubectl) are installed by `scripts/setup`; a test
 //! that finds one missing fails and names that command.
-
-mod support;
 
 mod azure_keyvault;
 mod ci_host;

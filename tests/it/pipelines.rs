@@ -6,7 +6,7 @@
 //! scripts/install-tools are checked here too: a tarball installs only with
 //! its pinned checksum.
 
-use crate::support;
+use os_testkit as support;
 
 use std::collections::BTreeSet;
 use std::fs;

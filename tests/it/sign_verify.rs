@@ -1,7 +1,7 @@
 //! os-sign and os-verify against a real registry, with the real cosign as
 //! the peer in both directions, and every negative case with its reason.
 
-use crate::support;
+use os_testkit as support;
 
 use std::path::{Path, PathBuf};
 

@@ -1,23 +1,35 @@
 //! The five tools' binaries for the end-to-end suite.
 //!
 //! Cargo sets `CARGO_BIN_EXE_<name>` only for a package's own binaries, and
-//! the tools are separate crates; so the suite builds the workspace's
-//! binaries once (a no-op when `cargo test --workspace` already did) and
-//! runs them from the target directory it was itself built into.
+//! the tools are separate crates; so the suite builds the workspace's binaries once (a
+//! no-op when `cargo test --workspace` already did) and runs them from the
+//! target directory it was itself built into (a test binary in
+//! `target/<profile>/deps/`, or a binary of this crate in `target/<profile>/`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 pub const TOOLS: [&str; 5] = ["os-digest", "os-sign", "os-import", "os-verify", "os-deploy"];
 
+/// The Cargo workspace's root directory (this crate lives in `testkit/`).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ sits in the workspace root")
+}
+
+/// `target/<profile>` of the running executable: a test binary lives in
+/// `target/<profile>/deps/`, a binary of this crate in `target/<profile>/`.
 fn target_dir() -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable lives in a directory");
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps has a parent")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
 }
 
 /// Path of a tool's binary, built if needed.
@@ -27,9 +39,15 @@ pub fn bin(name: &str) -> PathBuf {
         let dir = target_dir();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build
-            .args(["build", "--workspace", "--bins", "--quiet"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // The whole workspace, as `cargo test --workspace` builds it (the
+        // same feature unification, so nothing is rebuilt).
+        build.args(["build", "--workspace", "--bins", "--quiet"]);
+        // Into the target directory this executable runs from, whatever
+        // CARGO_TARGET_DIR says now.
+        if let Some(root) = dir.parent() {
+            build.arg("--target-dir").arg(root);
+        }
+        build.current_dir(workspace_root());
         // Cargo gives test processes CARGO_MANIFEST_DIR and friends; build
         // scripts that track them (ring's does) would see a changed
         // environment and rebuild half the tree on every run.

@@ -4,7 +4,6 @@
 //! The same `(tag, seed)` always gives the same bytes and so the same digests;
 //! different seeds give different digests. Several images may share one layout
 //! directory under different tags.
-#![allow(dead_code)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -15,7 +15,6 @@
 //! Tokens are ES256 JWTs signed by a P-256 leaf certificate issued by a test CA;
 //! the CA is the registry's `rootcertbundle` and the JWT header's `x5c` carries the
 //! chain `[leaf, ca]` (base64 std DER).
-#![allow(dead_code)]
 
 use super::form::{param, parse_form};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

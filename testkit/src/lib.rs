@@ -2,14 +2,17 @@
 //! `docker-registry serve`) and deterministic OCI test images built without the
 //! project's own code.
 //!
-//! Declared once, in `tests/it/main.rs`; scenario modules `use crate::support`.
+//! A dev-only crate (`publish = false`): the end-to-end suite in `tests/it`
+//! imports it as `use os_testkit as support;`, and `scripts/bench` drives
+//! the same registries and images through its `bench-env` binary.
 //!
 //! - [`registry::TestRegistry`]: plain HTTP, HTTPS + htpasswd basic auth, or plain
 //!   HTTP + token auth backed by the in-process [`token_server::TokenServer`].
 //! - [`fault_proxy::FaultProxy`]: a proxy in front of a registry that injects
 //!   error statuses, connection resets and corrupt bytes on a schedule.
 //! - [`images`]: hand-written OCI image layouts (`single_arch`, `multi_arch`) and
-//!   `push` (with skopeo) into a `TestRegistry`.
+//!   `push` (with skopeo) into a `TestRegistry`; [`push`]: the same by plain
+//!   HTTP (as curl would), under many tags or as variants one annotation apart.
 
 pub mod bins;
 pub mod cosign;
@@ -17,6 +20,7 @@ pub mod fault_proxy;
 pub mod form;
 pub mod images;
 pub mod keyvault;
+pub mod push;
 pub mod registry;
 pub mod schema;
 pub mod stub;

@@ -8,8 +8,8 @@ use serde_json::Value;
 fn validator() -> &'static jsonschema::Validator {
     static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/record.schema.json");
-        let schema: Value = serde_json::from_slice(&std::fs::read(path).expect("read the record schema"))
+        let path = crate::bins::workspace_root().join("docs/record.schema.json");
+        let schema: Value = serde_json::from_slice(&std::fs::read(&path).expect("read the record schema"))
             .expect("the record schema is JSON");
         jsonschema::validator_for(&schema).expect("the record schema is a valid JSON Schema")
     })

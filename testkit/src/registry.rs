@@ -1,7 +1,6 @@
 //! Real OCI registries for end-to-end tests: `docker-registry serve` (CNCF
 //! distribution 2.8) on `127.0.0.1:<free port>`, each with its own temporary
 //! storage, config and log, killed and removed on drop.
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::{Read, Write};
@@ -44,6 +43,19 @@ pub fn ensure_tools() {
     });
 }
 
+/// How a registry is started (besides its auth): where its directory goes
+/// and how much it logs. [`Options::default`] is what the tests use.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Parent of the registry's temporary directory (config, storage, log);
+    /// the system's temp dir (TMPDIR) when `None`. Benchmarks put it on
+    /// /dev/shm: the registry fsyncs every file it writes.
+    pub parent: Option<PathBuf>,
+    /// Warnings only and no access log, as a benchmark wants (logging costs
+    /// the registry CPU time). [`TestRegistry::requests`] then sees nothing.
+    pub quiet: bool,
+}
+
 enum Auth {
     None,
     TlsBasic { user: String, password: String },
@@ -68,33 +80,55 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Plain HTTP, no auth.
     pub fn start() -> TestRegistry {
-        Self::start_with(Auth::None)
+        Self::start_with(Auth::None, &Options::default())
+    }
+
+    /// Plain HTTP, no auth, started as `options` say (benchmarks).
+    pub fn start_with_options(options: &Options) -> TestRegistry {
+        Self::start_with(Auth::None, options)
     }
 
     /// HTTPS with a certificate (for 127.0.0.1 and localhost) issued by a CA made
     /// here, plus htpasswd (bcrypt) basic auth of `user`/`password`.
     pub fn start_tls_basic(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Auth::TlsBasic {
-            user: user.to_string(),
-            password: password.to_string(),
-        })
+        Self::start_with(
+            Auth::TlsBasic {
+                user: user.to_string(),
+                password: password.to_string(),
+            },
+            &Options::default(),
+        )
     }
 
     /// Plain HTTP with `auth: token`; the realm is an in-process [`TokenServer`]
     /// that authenticates `user`/`password`.
     pub fn start_token(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Auth::Token {
-            user: user.to_string(),
-            password: password.to_string(),
-        })
+        Self::start_with(
+            Auth::Token {
+                user: user.to_string(),
+                password: password.to_string(),
+            },
+            &Options::default(),
+        )
     }
 
-    fn start_with(auth: Auth) -> TestRegistry {
+    fn start_with(auth: Auth, options: &Options) -> TestRegistry {
         ensure_tools();
-        let dir = tempfile::Builder::new()
-            .prefix("onestream-registry-")
-            .tempdir()
-            .expect("registry tempdir");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("onestream-registry-");
+        let dir = match &options.parent {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .expect("registry tempdir");
+        // Every response carries this, so a server that already sat on the
+        // port is never taken for ours (a quiet registry logs no "listening on").
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let instance = format!(
+            "onestream-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let storage_dir = dir.path().join("storage");
         fs::create_dir_all(&storage_dir).unwrap();
 
@@ -156,7 +190,11 @@ impl TestRegistry {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let host = format!("127.0.0.1:{port}");
-            fs::write(&config, config_yaml(&host, &storage_dir, &extra)).unwrap();
+            fs::write(
+                &config,
+                config_yaml(&host, &storage_dir, &extra, &instance, options.quiet),
+            )
+            .unwrap();
             let log = fs::File::create(&log_path).expect("registry log file");
             let mut command = Command::new(REGISTRY_BIN);
             command
@@ -175,7 +213,7 @@ impl TestRegistry {
             let mut child = command
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {REGISTRY_BIN}: {e}"));
-            match wait_ready(&mut child, port, &log_path) {
+            match wait_ready(&mut child, port, &log_path, &instance) {
                 Ok(()) => {
                     return TestRegistry {
                         child,
@@ -312,6 +350,11 @@ impl TestRegistry {
         args
     }
 
+    /// The `docker-registry` process's id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where the config, storage and log live.
     pub fn work_dir(&self) -> &Path {
         self.dir.path()
@@ -330,19 +373,23 @@ enum Failure {
     Timeout,
 }
 
-/// Waits until the registry logged that it listens (so the port is its own, not
-/// another process's) and answers `GET /v2/` with any HTTP status; fails when
-/// the process exits or the deadline passes.
+/// Waits until the registry answers `GET /v2/` with any HTTP status and is
+/// known to be ours (so the port is its own, not another process's): it
+/// logged that it listens, or its answer carries `instance`. Fails when the
+/// process exits or the deadline passes.
 ///
 /// The probe is plain HTTP even for the TLS variant: Go's TLS server answers a
-/// plain request with `HTTP/1.0 400 Bad Request`, which proves it is serving.
-fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), Failure> {
+/// plain request with `HTTP/1.0 400 Bad Request`, which proves it is serving
+/// (and the log, at level info, that it is ours).
+fn wait_ready(child: &mut Child, port: u16, log_path: &Path, instance: &str) -> Result<(), Failure> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().expect("registry process status") {
             return Err(Failure::Exited(status));
         }
-        if read_lossy(log_path).contains("listening on") && probe(port) {
+        if let Some(head) = probe(port)
+            && (head.contains(instance) || read_lossy(log_path).contains("listening on"))
+        {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -352,26 +399,25 @@ fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), Failu
     }
 }
 
-fn probe(port: u16) -> bool {
+/// The head of the answer to `GET /v2/` (up to 4 KiB), if it is HTTP.
+fn probe(port: u16) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let request = format!("GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut buf = vec![0u8; 4096];
     let mut got = 0;
-    while got < 5 {
+    while got < buf.len() && !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf[got..]) {
             Ok(0) | Err(_) => break,
             Ok(n) => got += n,
         }
     }
-    buf[..got].starts_with(b"HTTP/")
+    buf[..got]
+        .starts_with(b"HTTP/")
+        .then(|| String::from_utf8_lossy(&buf[..got]).into_owned())
 }
 
 /// A port that was free a moment ago (the start retries if it is taken by then).
@@ -382,17 +428,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config_yaml(host: &str, storage: &Path, extra: &str) -> String {
+fn config_yaml(host: &str, storage: &Path, extra: &str, instance: &str, quiet: bool) -> String {
+    let log = if quiet {
+        "log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: true\n"
+    } else {
+        "log:\n  level: info\n  formatter: text\n"
+    };
     format!(
         "version: 0.1\n\
-         log:\n  level: info\n  formatter: text\n\
+         {log}\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
          maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: {}\n  secret: onestream-test-secret\n  \
-         headers:\n    X-Content-Type-Options: [nosniff]\n\
+         headers:\n    X-Content-Type-Options: [nosniff]\n    X-Onestream-Registry: [{}]\n\
          {extra}",
         yaml_path(storage),
         yaml_str(host),
+        yaml_str(instance),
     )
 }
 
