@@ -1,4 +1,4 @@
-//! Exercises the end-to-end test support itself (tests/it/support): real registries
+//! Exercises the end-to-end test support itself (testkit/): real registries
 //! in their three variants and the hand-written OCI test images.
 
 use os_testkit as support;
