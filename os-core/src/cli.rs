@@ -214,7 +214,9 @@ impl CommonArgs {
         };
         let filter = tracing_subscriber::EnvFilter::try_from_env("OS_LOG")
             // -vv is about our requests, not hyper's connection pool.
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("os_core={level},warn")));
+            .unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("os_core={level},os_oci={level},warn"))
+            });
         use std::io::IsTerminal as _;
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)

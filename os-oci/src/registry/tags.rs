@@ -5,9 +5,9 @@ use reqwest::{Method, StatusCode};
 
 use super::manifests::header_digest;
 use super::{Registry, RegistryError, header_str};
-use crate::oci::digest::Digest;
-use crate::oci::manifest;
-use crate::oci::reference::RegistryRef;
+use crate::digest::Digest;
+use crate::manifest;
+use crate::reference::RegistryRef;
 
 impl Registry {
     /// Every tag of a repository (`/tags/list`, following `Link` pages);

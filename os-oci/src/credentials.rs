@@ -57,7 +57,7 @@ pub fn auth_file() -> Option<PathBuf> {
 
 /// The key Docker Hub's credentials are stored under.
 fn config_key(registry: &str) -> &str {
-    if registry == crate::oci::reference::DOCKER_HUB {
+    if registry == crate::reference::DOCKER_HUB {
         "https://index.docker.io/v1/"
     } else {
         registry

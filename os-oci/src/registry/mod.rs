@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 
+use crate::credentials::{Credential, CredentialError};
+use crate::digest::Digest;
 use crate::http::{RetryPolicy, USER_AGENT, describe};
-use crate::oci::credentials::{Credential, CredentialError};
-use crate::oci::digest::Digest;
 
 mod auth;
 mod blobs;
@@ -204,4 +204,37 @@ impl Registry {
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The registry's error envelope (`{"errors":[{"code","message"}]}`) as one
+/// line, or the start of the body.
+async fn error_detail(response: reqwest::Response) -> String {
+    let body = response.bytes().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<EnvelopeError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct EnvelopeError {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) {
+        let parts: Vec<String> = envelope
+            .errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}{}",
+                    e.code.as_deref().unwrap_or("ERROR"),
+                    e.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.trim().chars().take(200).collect()
 }

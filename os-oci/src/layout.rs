@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use crate::oci::digest::{Digest, Hasher};
-use crate::oci::manifest::{self, Descriptor};
-use crate::oci::registry::Resolved;
+use crate::digest::{Digest, Hasher};
+use crate::manifest::{self, Descriptor};
+use crate::registry::Resolved;
 
 /// The annotation that names a manifest's tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";

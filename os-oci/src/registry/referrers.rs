@@ -7,9 +7,9 @@ use reqwest::{Method, StatusCode};
 
 use super::manifests::media_type_only;
 use super::{Registry, RegistryError, Slot, header_str};
-use crate::oci::digest::Digest;
-use crate::oci::manifest;
-use crate::oci::reference::RegistryRef;
+use crate::digest::Digest;
+use crate::manifest;
+use crate::reference::RegistryRef;
 
 /// How a registry answered for referrers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

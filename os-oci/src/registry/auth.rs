@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 
-use super::transport::error_detail;
-use super::{Challenge, Host, Registry, RegistryError, Token, header_str, slot};
+use super::{Challenge, Host, Registry, RegistryError, Token, error_detail, header_str, slot};
+use crate::credentials::{self, Credential};
 use crate::http::describe;
-use crate::oci::credentials::{self, Credential};
-use crate::oci::reference::RegistryRef;
+use crate::reference::RegistryRef;
 
 /// Tokens without `expires_in` live 60 s by the token spec; we renew a
 /// little early so a token never expires in flight.

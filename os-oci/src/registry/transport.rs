@@ -10,9 +10,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::challenge;
-use super::{Challenge, Host, Registry, RegistryError, slot};
+use super::{Challenge, Host, Registry, RegistryError, error_detail, slot};
 use crate::http::{self, describe, is_loopback, retry_after};
-use crate::oci::reference::RegistryRef;
+use crate::reference::RegistryRef;
 
 impl Registry {
     pub(super) async fn expect_ok(
@@ -212,7 +212,11 @@ impl Registry {
                 Err(error) if http::is_transient_error(error) => Some(None),
                 Err(_) => None,
             };
-            let why = format!("GET {base}/v2/");
+            let status = match &outcome {
+                Ok(response) => response.status().to_string(),
+                Err(error) => describe(error),
+            };
+            let why = format!("GET {base}/v2/ ({status})");
             match asked {
                 Some(asked) if attempts.retry(asked, why).await => {}
                 _ => return outcome.map_err(|error| self.unreachable(reference, &error)),
@@ -223,37 +227,4 @@ impl Registry {
     pub(super) fn plain_http_allowed(&self, api_host: &str) -> bool {
         is_loopback(api_host) || self.options.insecure_registries.iter().any(|h| h == api_host)
     }
-}
-
-/// The registry's error envelope (`{"errors":[{"code","message"}]}`) as one
-/// line, or the start of the body.
-pub(super) async fn error_detail(response: Response) -> String {
-    let body = response.bytes().await.unwrap_or_default();
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        errors: Vec<EnvelopeError>,
-    }
-    #[derive(serde::Deserialize)]
-    struct EnvelopeError {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    if let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) {
-        let parts: Vec<String> = envelope
-            .errors
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}{}",
-                    e.code.as_deref().unwrap_or("ERROR"),
-                    e.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
-                )
-            })
-            .collect();
-        if !parts.is_empty() {
-            return parts.join("; ");
-        }
-    }
-    let text = String::from_utf8_lossy(&body);
-    text.trim().chars().take(200).collect()
 }

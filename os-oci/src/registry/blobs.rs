@@ -6,8 +6,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::{Registry, RegistryError, header_str, slot};
-use crate::oci::digest::Digest;
-use crate::oci::reference::RegistryRef;
+use crate::digest::Digest;
+use crate::reference::RegistryRef;
 
 impl Registry {
     /// A blob's bytes as a stream (layers are never held whole). The caller

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::oci::digest::{Digest, DigestError};
+use crate::digest::{Digest, DigestError};
 
 /// The registry Docker Hub short names (`alpine`, `user/app`) belong to.
 pub const DOCKER_HUB: &str = "docker.io";

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::oci::digest::Digest;
+use crate::digest::Digest;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::oci::digest::Digest;
-use crate::oci::layout::{Layout, LayoutError, off_thread};
-use crate::oci::manifest;
-use crate::oci::reference::ImageRef;
-use crate::oci::reference::RegistryRef;
-use crate::oci::registry::{Referrers, Registry, RegistryError, Resolved};
+use crate::digest::Digest;
+use crate::layout::{Layout, LayoutError, off_thread};
+use crate::manifest;
+use crate::reference::ImageRef;
+use crate::reference::RegistryRef;
+use crate::registry::{Referrers, Registry, RegistryError, Resolved};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -6,9 +6,9 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 
 use super::{Registry, RegistryError, Resolved, header_str};
-use crate::oci::digest::Digest;
-use crate::oci::manifest;
-use crate::oci::reference::RegistryRef;
+use crate::digest::Digest;
+use crate::manifest;
+use crate::reference::RegistryRef;
 
 pub(super) const DIGEST_HEADER: &str = "docker-content-digest";
 
