@@ -317,108 +317,175 @@ fn cosign_oci_1_1_referrers_are_found_without_any_flag() {
     );
 }
 
-#[test]
-fn every_way_a_signature_can_be_wrong_has_its_reason() {
-    let s = Setup::new();
-    let (record, digest) = s.image("neg/app", "neg");
-    let (other_record, other_digest) = s.image("neg/other", "other");
-    let (key, public) = s.our_keys("signer");
-    let (_, stranger) = s.our_keys("stranger");
-    let host = s.registry.host().to_string();
+// Every way a signature can be wrong has its reason: one test per way.
 
-    // No signature yet.
+/// An image signed by `signer`, the `stranger`'s public key beside it, and
+/// the signature manifest cosign's tag holds.
+struct Signed {
+    s: Setup,
+    record: String,
+    digest: String,
+    key: PathBuf,
+    public: PathBuf,
+    stranger: PathBuf,
+    signature_manifest: Value,
+    payload_digest: String,
+}
+
+fn sig_tag(digest: &str) -> String {
+    format!("{}.sig", digest.replace(':', "-"))
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let s = Setup::new();
+        let (record, digest) = s.image("neg/app", "neg");
+        let (key, public) = s.our_keys("signer");
+        let (_, stranger) = s.our_keys("stranger");
+        s.sign(&key, &record, &[]).success();
+        let signature_manifest: Value =
+            serde_json::from_slice(&images::inspect_raw(&s.registry, "neg/app", &sig_tag(&digest))).unwrap();
+        let payload_digest = signature_manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Signed {
+            s,
+            record,
+            digest,
+            key,
+            public,
+            stranger,
+            signature_manifest,
+            payload_digest,
+        }
+    }
+}
+
+#[test]
+fn an_unsigned_image_has_no_signature() {
+    let s = Setup::new();
+    let (record, _) = s.image("neg/app", "neg");
+    let (_, public) = s.our_keys("signer");
     assert_eq!(
         one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
         "no-signature"
     );
+}
 
-    s.sign(&key, &record, &[]).success();
-    // Wrong key.
-    let failed = one(&s.verify(&stranger, &record, &[]).code(1));
+#[test]
+fn a_signature_by_another_key_is_a_key_mismatch_and_keeps_the_digest() {
+    let t = Signed::new();
+    let failed = one(&t.s.verify(&t.stranger, &t.record, &[]).code(1));
     assert_eq!(failed["error"]["code"], "key-mismatch");
-    assert_eq!(failed["digest"], digest.as_str(), "error records keep the digest");
+    assert_eq!(
+        failed["digest"],
+        t.digest.as_str(),
+        "error records keep the digest"
+    );
+}
 
-    let sig_tag = |d: &str| format!("{}.sig", d.replace(':', "-"));
-    let signature_manifest: Value =
-        serde_json::from_slice(&images::inspect_raw(&s.registry, "neg/app", &sig_tag(&digest))).unwrap();
-    let layer = signature_manifest["layers"][0].clone();
-    let payload_digest = layer["digest"].as_str().unwrap().to_string();
-
-    // A signature copied onto another digest (same repository identity
-    // rules aside) does not sign that digest.
-    let copy_to = |repo: &str, target_digest: &str, manifest: &Value| {
-        images::skopeo_copy(
-            &format!("docker://{host}/neg/app:{}", sig_tag(&digest)),
-            &format!("docker://{host}/{repo}:{}", sig_tag(target_digest)),
-        );
-        let _ = manifest;
-    };
-    copy_to("neg/other", &other_digest, &signature_manifest);
-    let failed = one(&s.verify(&public, &other_record, &["--identity", "any"]).code(1));
+#[test]
+fn a_signature_copied_onto_another_digest_does_not_sign_it() {
+    let t = Signed::new();
+    let (other_record, other_digest) = t.s.image("neg/other", "other");
+    let host = t.s.registry.host().to_string();
+    images::skopeo_copy(
+        &format!("docker://{host}/neg/app:{}", sig_tag(&t.digest)),
+        &format!("docker://{host}/neg/other:{}", sig_tag(&other_digest)),
+    );
+    let failed = one(&t
+        .s
+        .verify(&t.public, &other_record, &["--identity", "any"])
+        .code(1));
     assert_eq!(failed["error"]["code"], "digest-mismatch");
+}
 
-    // Garbage base64 in the signature annotation.
-    let mut garbage = signature_manifest.clone();
+#[test]
+fn a_signature_annotation_that_is_not_base64_is_malformed() {
+    let t = Signed::new();
+    let mut garbage = t.signature_manifest.clone();
     garbage["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] =
         Value::from("!!!not base64!!!");
-    put_manifest(&s.registry, "neg/app", &sig_tag(&digest), &garbage);
+    put_manifest(&t.s.registry, "neg/app", &sig_tag(&t.digest), &garbage);
     assert_eq!(
-        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        one(&t.s.verify(&t.public, &t.record, &[]).code(1))["error"]["code"],
         "malformed-signature"
     );
+}
 
-    // Payload changed by one byte: pushed as a new blob, manifest pointing
-    // at it, signature kept.
-    let payload = fetch_blob(&s.registry, "neg/app", &payload_digest);
-    let mut changed = payload.clone();
+/// The payload with one byte changed.
+fn changed_payload(t: &Signed) -> Vec<u8> {
+    let mut changed = fetch_blob(&t.s.registry, "neg/app", &t.payload_digest);
     let position = changed.iter().position(|b| *b == b'c').unwrap();
     changed[position] = b'C';
-    let changed_digest = push_blob(&s.registry, "neg/app", &changed);
-    let mut tampered = signature_manifest.clone();
+    changed
+}
+
+#[test]
+fn a_payload_changed_by_one_byte_no_longer_verifies() {
+    // Pushed as a new blob, the manifest pointing at it, the signature kept.
+    let t = Signed::new();
+    let changed_digest = push_blob(&t.s.registry, "neg/app", &changed_payload(&t));
+    let mut tampered = t.signature_manifest.clone();
     tampered["layers"][0]["digest"] = Value::from(changed_digest);
-    put_manifest(&s.registry, "neg/app", &sig_tag(&digest), &tampered);
+    put_manifest(&t.s.registry, "neg/app", &sig_tag(&t.digest), &tampered);
     assert_eq!(
-        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        one(&t.s.verify(&t.public, &t.record, &[]).code(1))["error"]["code"],
         "key-mismatch"
     );
+}
 
-    // The registry serving payload bytes that do not match the layer digest
-    // (its storage tampered with behind its back).
-    put_manifest(&s.registry, "neg/app", &sig_tag(&digest), &signature_manifest);
-    one(&s.verify(&public, &record, &[]).success());
-    let hex = payload_digest.trim_start_matches("sha256:");
-    let data = s.registry.storage_dir().join(format!(
+#[test]
+fn payload_bytes_that_do_not_match_their_digest_are_tampered() {
+    // The registry's storage tampered with behind its back.
+    let t = Signed::new();
+    one(&t.s.verify(&t.public, &t.record, &[]).success());
+    let hex = t.payload_digest.trim_start_matches("sha256:");
+    let data = t.s.registry.storage_dir().join(format!(
         "docker/registry/v2/blobs/sha256/{}/{hex}/data",
         &hex[..2]
     ));
-    std::fs::write(&data, changed).unwrap();
-    let failed = one(&s.verify(&public, &record, &[]).code(1));
+    std::fs::write(&data, changed_payload(&t)).unwrap();
+    let failed = one(&t.s.verify(&t.public, &t.record, &[]).code(1));
     assert_eq!(failed["error"]["code"], "malformed-signature");
     assert!(
         failed["error"]["message"].as_str().unwrap().contains("tampered"),
         "{failed}"
     );
+}
 
-    // .sig tag missing.
-    delete_tag(&s.registry, "neg/app", &sig_tag(&digest));
+#[test]
+fn a_deleted_signature_tag_is_no_signature() {
+    let t = Signed::new();
+    delete_tag(&t.s.registry, "neg/app", &sig_tag(&t.digest));
     assert_eq!(
-        one(&s.verify(&public, &record, &[]).code(1))["error"]["code"],
+        one(&t.s.verify(&t.public, &t.record, &[]).code(1))["error"]["code"],
         "no-signature"
     );
+}
 
-    // Identity: a signature for another repository path.
-    let (third_record, third_digest) = s.image("neg/third", "third");
-    let _ = third_digest;
-    s.sign(&key, &third_record, &[]).success();
-    copy_sig(&s.registry, "neg/third", "neg/fourth", &sig_tag(&third_digest));
+#[test]
+fn a_signature_for_another_repository_path_is_an_identity_mismatch() {
+    let t = Signed::new();
+    let host = t.s.registry.host().to_string();
+    let (third_record, third_digest) = t.s.image("neg/third", "third");
+    t.s.sign(&t.key, &third_record, &[]).success();
+    copy_sig(&t.s.registry, "neg/third", "neg/fourth", &sig_tag(&third_digest));
     let third = TestRecord::moved(&third_record, &format!("{host}/neg/fourth"));
     // neg/fourth has no image manifest, but verification is by digest and
     // only reads the signature.
-    let failed = one(&s.verify(&public, &third, &[]).code(1));
+    let failed = one(&t.s.verify(&t.public, &third, &[]).code(1));
     assert_eq!(failed["error"]["code"], "identity-mismatch");
-    one(&s.verify(&public, &third, &["--identity", "any"]).success());
+    one(&t.s.verify(&t.public, &third, &["--identity", "any"]).success());
+}
 
-    // Error records pass through untouched, with exit 1.
+#[test]
+fn error_records_pass_through_untouched_with_exit_1() {
+    let s = Setup::new();
+    let (record, _) = s.image("neg/app", "neg");
+    let (_, public) = s.our_keys("signer");
+    let (_, stranger) = s.our_keys("stranger");
     let passed = s
         .verify(&public, &stdout(&s.verify(&stranger, &record, &[]).code(1)), &[])
         .code(1);
