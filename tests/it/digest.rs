@@ -293,47 +293,76 @@ fn missing_tags_bad_references_and_a_dead_registry_are_error_records() {
     assert!(stderr.contains("os-digest: error: argument 2:"), "{stderr}");
 }
 
-#[test]
-fn tls_and_basic_auth_with_ca_file_flags_and_auth_files() {
-    let registry = TestRegistry::start_tls_basic("ci", "s3cret-pass");
-    let dir = tempfile::tempdir().unwrap();
-    let image = pushed_single(&registry, dir.path(), "secure/app", "1", "tls");
-    let reference = format!("{}/secure/app:1", registry.host());
-    let ca = registry.ca_file().unwrap().to_path_buf();
+// TLS and basic auth, with the CA file flag and the auth files: one test
+// per way in (or out).
 
-    // The CA is not trusted by default: TLS is verified even on loopback.
-    let output = tool("os-digest").arg(&reference).assert().code(1);
+/// An image on a TLS registry with basic auth (user `ci`), and the CA that
+/// signed the registry's certificate.
+struct SecureImage {
+    registry: TestRegistry,
+    dir: tempfile::TempDir,
+    digest: String,
+    reference: String,
+    ca: std::path::PathBuf,
+}
+
+impl SecureImage {
+    fn new() -> SecureImage {
+        let registry = TestRegistry::start_tls_basic("ci", "s3cret-pass");
+        let dir = tempfile::tempdir().unwrap();
+        let image = pushed_single(&registry, dir.path(), "secure/app", "1", "tls");
+        let reference = format!("{}/secure/app:1", registry.host());
+        let ca = registry.ca_file().unwrap().to_path_buf();
+        SecureImage {
+            digest: image.digest.to_string(),
+            registry,
+            dir,
+            reference,
+            ca,
+        }
+    }
+
+    /// os-digest of the image, trusting the CA.
+    fn digest_trusting_the_ca(&self) -> assert_cmd::Command {
+        let mut command = tool("os-digest");
+        command.arg(&self.reference).arg("--ca-file").arg(&self.ca);
+        command
+    }
+}
+
+#[test]
+fn tls_is_verified_even_on_loopback_without_the_ca() {
+    let s = SecureImage::new();
+    let output = tool("os-digest").arg(&s.reference).assert().code(1);
     let stderr = String::from_utf8_lossy(&output.get_output().stderr).to_string();
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
 
-    // Trusted, but anonymous: refused.
-    let output = tool("os-digest")
-        .arg(&reference)
-        .arg("--ca-file")
-        .arg(&ca)
-        .assert()
-        .code(1);
+#[test]
+fn a_trusted_registry_refuses_anonymous_access() {
+    let s = SecureImage::new();
+    let output = s.digest_trusting_the_ca().assert().code(1);
     assert_eq!(only(&output.get_output().stdout)["error"]["code"], "unauthorized");
+}
 
-    // --username + --password-stdin.
-    let output = tool("os-digest")
-        .arg(&reference)
-        .args([
-            "--ca-file",
-            ca.to_str().unwrap(),
-            "--username",
-            "ci",
-            "--password-stdin",
-        ])
+#[test]
+fn username_and_password_stdin_sign_in() {
+    let s = SecureImage::new();
+    let output = s
+        .digest_trusting_the_ca()
+        .args(["--username", "ci", "--password-stdin"])
         .write_stdin("s3cret-pass\n")
         .assert()
         .success();
-    assert_eq!(only(&output.get_output().stdout)["digest"], image.digest.as_str());
+    assert_eq!(only(&output.get_output().stdout)["digest"], s.digest.as_str());
+}
 
-    // Wrong password: refused, and the password is never echoed.
-    let output = tool("os-digest")
-        .arg(&reference)
-        .args(["--ca-file", ca.to_str().unwrap(), "--username", "ci"])
+#[test]
+fn a_wrong_password_is_refused_and_never_echoed() {
+    let s = SecureImage::new();
+    let output = s
+        .digest_trusting_the_ca()
+        .args(["--username", "ci"])
         .env("OS_REGISTRY_PASSWORD", "wrong-password-123")
         .assert()
         .code(1);
@@ -344,57 +373,60 @@ fn tls_and_basic_auth_with_ca_file_flags_and_auth_files() {
     .concat();
     assert!(!String::from_utf8_lossy(&all).contains("wrong-password-123"));
     assert_eq!(only(&output.get_output().stdout)["error"]["code"], "unauthorized");
+}
 
-    // REGISTRY_AUTH_FILE with `auths`.
+#[test]
+fn registry_auth_file_auths_sign_in() {
+    let s = SecureImage::new();
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cret-pass");
-    let auth_file = dir.path().join("auth.json");
+    let auth_file = s.dir.path().join("auth.json");
     std::fs::write(
         &auth_file,
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.host()),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, s.registry.host()),
     )
     .unwrap();
-    let output = tool("os-digest")
-        .arg(&reference)
-        .arg("--ca-file")
-        .arg(&ca)
+    let output = s
+        .digest_trusting_the_ca()
         .env("REGISTRY_AUTH_FILE", &auth_file)
         .assert()
         .success();
-    assert_eq!(only(&output.get_output().stdout)["digest"], image.digest.as_str());
+    assert_eq!(only(&output.get_output().stdout)["digest"], s.digest.as_str());
+}
 
-    // A real docker credential helper (the helper protocol: `get`, server on
-    // stdin, JSON on stdout) named by credHelpers in $DOCKER_CONFIG/config.json.
-    let bin = dir.path().join("bin");
+#[test]
+fn a_docker_credential_helper_named_by_cred_helpers_signs_in() {
+    // A real helper (the helper protocol: `get`, server on stdin, JSON on
+    // stdout) named by credHelpers in $DOCKER_CONFIG/config.json.
+    let s = SecureImage::new();
+    let bin = s.dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let helper = bin.join("docker-credential-onestreamtest");
     let mut script = std::fs::File::create(&helper).unwrap();
     writeln!(
         script,
         "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '%s' '{{\"ServerURL\":\"'\"$server\"'\",\"Username\":\"ci\",\"Secret\":\"s3cret-pass\"}}'",
-        registry.host()
+        s.registry.host()
     )
     .unwrap();
     drop(script);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let docker_config = dir.path().join("docker");
+    let docker_config = s.dir.path().join("docker");
     std::fs::create_dir(&docker_config).unwrap();
     std::fs::write(
         docker_config.join("config.json"),
-        format!(r#"{{"credHelpers":{{"{}":"onestreamtest"}}}}"#, registry.host()),
+        format!(r#"{{"credHelpers":{{"{}":"onestreamtest"}}}}"#, s.registry.host()),
     )
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let output = tool("os-digest")
-        .arg(&reference)
-        .arg("--ca-file")
-        .arg(&ca)
+    let output = s
+        .digest_trusting_the_ca()
         .env("DOCKER_CONFIG", &docker_config)
         .env("PATH", path)
         .assert()
         .success();
-    assert_eq!(only(&output.get_output().stdout)["digest"], image.digest.as_str());
+    assert_eq!(only(&output.get_output().stdout)["digest"], s.digest.as_str());
 }
 
 #[test]
