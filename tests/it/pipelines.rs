@@ -660,78 +660,92 @@ fn deploy_step_with_marker(dir: &Path) -> (Command, PathBuf) {
     (command, marker)
 }
 
-#[test]
-fn deploy_step_refuses_unverified_moved_and_tag_only_records_before_starting_os_deploy() {
-    let digest = format!("sha256:{}", "ab".repeat(32));
-    let verified_here = serde_json::json!({
-        "service": "iam", "image": "prod.example.com/onestream/iam", "digest": digest,
-        "history": [{"step": "verify", "image": "prod.example.com/onestream/iam", "verified": true}]
-    });
-    let cases = [
-        (
-            "never verified",
-            serde_json::json!({"service": "iam", "image": "prod.example.com/onestream/iam", "digest": digest,
-                "history": [{"step": "sign"}]}),
-        ),
-        (
-            "verified at staging.example.com/onestream/iam, but it now lives at prod.example.com/onestream/iam",
-            serde_json::json!({"service": "iam", "image": "prod.example.com/onestream/iam", "digest": digest,
-                "history": [{"step": "verify", "image": "staging.example.com/onestream/iam", "verified": true},
-                            {"step": "import", "to": "prod.example.com/onestream/iam"}]}),
-        ),
-        (
-            "no digest: a tag-only deploy is not allowed",
-            serde_json::json!({"service": "iam", "image": "prod.example.com/onestream/iam", "tag": "1.4.2",
-                "history": [{"step": "verify", "image": "prod.example.com/onestream/iam", "verified": true}]}),
-        ),
-    ];
-    for (why, refused) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in.jsonl");
-        // One good record beside the bad one: the whole batch is refused.
-        fs::write(&input, format!("{verified_here}\n{refused}\n")).unwrap();
-        let (mut command, marker) = deploy_step_with_marker(dir.path());
-        let output = run(command
-            .args([
-                "--mode",
-                "gitops",
-                "--repo",
-                "cluster-config",
-                "--path",
-                "apps/iam",
-                "--in",
-            ])
-            .arg(&input)
-            .arg("--out")
-            .arg(dir.path().join("out.jsonl")));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{why}: {stderr}");
-        assert!(stderr.contains("refusing to deploy"), "{why}: {stderr}");
-        assert!(stderr.contains(why), "expected {why:?} in: {stderr}");
-        assert!(!marker.exists(), "{why}: os-deploy was started");
-    }
+// The deploy step's gate refuses unverified, moved and tag-only records
+// before os-deploy starts, and lets a verified batch through: one test each.
 
-    // The gate lets a verified batch through to os-deploy (the stand-in).
+fn digest_ab() -> String {
+    format!("sha256:{}", "ab".repeat(32))
+}
+
+fn verified_here() -> serde_json::Value {
+    serde_json::json!({
+        "service": "iam", "image": "prod.example.com/onestream/iam", "digest": digest_ab(),
+        "history": [{"step": "verify", "image": "prod.example.com/onestream/iam", "verified": true}]
+    })
+}
+
+/// Runs the deploy step (gitops mode, os-deploy a stand-in that leaves a
+/// marker) on these records; its output, and whether os-deploy started.
+fn deploy_step_on(records: &[serde_json::Value]) -> (std::process::Output, bool) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    fs::write(&input, format!("{verified_here}\n")).unwrap();
+    let lines: Vec<String> = records.iter().map(|r| format!("{r}\n")).collect();
+    fs::write(&input, lines.concat()).unwrap();
     let (mut command, marker) = deploy_step_with_marker(dir.path());
-    step_ok(
-        command
-            .args([
-                "--mode",
-                "gitops",
-                "--repo",
-                "cluster-config",
-                "--path",
-                "apps/iam",
-                "--in",
-            ])
-            .arg(&input)
-            .arg("--out")
-            .arg(dir.path().join("out.jsonl")),
+    let output = run(command
+        .args([
+            "--mode",
+            "gitops",
+            "--repo",
+            "cluster-config",
+            "--path",
+            "apps/iam",
+            "--in",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("out.jsonl")));
+    (output, marker.exists())
+}
+
+/// One good record beside the bad one: the whole batch is refused, saying
+/// `why`, before os-deploy starts.
+fn assert_refused(refused: serde_json::Value, why: &str) {
+    let (output, started) = deploy_step_on(&[verified_here(), refused]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{why}: {stderr}");
+    assert!(stderr.contains("refusing to deploy"), "{why}: {stderr}");
+    assert!(stderr.contains(why), "expected {why:?} in: {stderr}");
+    assert!(!started, "{why}: os-deploy was started");
+}
+
+#[test]
+fn deploy_step_refuses_a_record_never_verified() {
+    assert_refused(
+        serde_json::json!({"service": "iam", "image": "prod.example.com/onestream/iam", "digest": digest_ab(),
+            "history": [{"step": "sign"}]}),
+        "never verified",
     );
-    assert!(marker.exists(), "a verified batch must reach os-deploy");
+}
+
+#[test]
+fn deploy_step_refuses_a_record_verified_where_it_no_longer_lives() {
+    assert_refused(
+        serde_json::json!({"service": "iam", "image": "prod.example.com/onestream/iam", "digest": digest_ab(),
+            "history": [{"step": "verify", "image": "staging.example.com/onestream/iam", "verified": true},
+                        {"step": "import", "to": "prod.example.com/onestream/iam"}]}),
+        "verified at staging.example.com/onestream/iam, but it now lives at prod.example.com/onestream/iam",
+    );
+}
+
+#[test]
+fn deploy_step_refuses_a_tag_only_record() {
+    assert_refused(
+        serde_json::json!({"service": "iam", "image": "prod.example.com/onestream/iam", "tag": "1.4.2",
+            "history": [{"step": "verify", "image": "prod.example.com/onestream/iam", "verified": true}]}),
+        "no digest: a tag-only deploy is not allowed",
+    );
+}
+
+#[test]
+fn deploy_step_lets_a_verified_batch_through_to_os_deploy() {
+    let (output, started) = deploy_step_on(&[verified_here()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(started, "a verified batch must reach os-deploy");
 }
 
 #[test]
