@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use super::{Batch, Entry, Failure, Outcome, STEP, Target};
 use crate::oci::digest::Digest;
-use crate::oci::reference::RegistryRef;
+use crate::oci::reference::{ReferenceError, RegistryRef};
 use crate::pipeline::exit;
-use crate::record::{self, ErrorCode, Origin, Record, field};
+use crate::record::{self, ErrorCode, Origin, Record, RecordError, field};
 
 impl Batch {
     /// Reads every line of `reader` (records only: references cannot carry
@@ -183,34 +183,60 @@ impl Batch {
     }
 }
 
-fn located(record: &Record) -> Result<(RegistryRef, Digest), String> {
-    let Some(text) = record.image() else {
-        return Err("the record has no image".into());
-    };
+/// Why a record names nothing a cluster could run.
+#[derive(Debug, thiserror::Error)]
+pub enum Undeployable {
+    #[error("the record has no image")]
+    NoImage,
+    #[error("{0} is an OCI layout, which a cluster cannot pull: os-import it to a registry first")]
+    Layout(String),
+    #[error(transparent)]
+    BadImage(#[from] ReferenceError),
+    #[error("{0}: the record has no digest")]
+    NoDigest(String),
+    #[error(transparent)]
+    BadDigest(#[from] RecordError),
+}
+
+fn located(record: &Record) -> Result<(RegistryRef, Digest), Undeployable> {
+    let text = record.image().ok_or(Undeployable::NoImage)?;
     if text.starts_with("oci:") {
-        return Err(format!(
-            "{text} is an OCI layout, which a cluster cannot pull: os-import it to a registry first"
-        ));
+        return Err(Undeployable::Layout(text.to_string()));
     }
-    let image: RegistryRef = text.parse().map_err(|e| format!("{e}"))?;
-    let digest = match record.digest() {
-        Ok(Some(digest)) => digest,
-        Ok(None) => return Err(format!("{text}: the record has no digest")),
-        Err(error) => return Err(error.to_string()),
-    };
+    let image: RegistryRef = text.parse()?;
+    let digest = record
+        .digest()?
+        .ok_or_else(|| Undeployable::NoDigest(text.to_string()))?;
     Ok((image.with(None), digest))
+}
+
+/// Why no verify event vouches for a record's image and digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    #[error("no verify event in its history")]
+    NoVerifyEvent,
+    #[error("its verify event says it is not verified")]
+    NotVerified,
+    #[error("its verify event is for another digest")]
+    OtherDigest,
+    #[error("verified at {}, but the image is now at {now}: verify it where it is", at.join(", "))]
+    Elsewhere { at: Vec<String>, now: String },
 }
 
 /// Whether a successful `verify` event vouches for `image` at `digest`:
 /// the key id that verified it, or why not.
-pub fn verification(record: &Record, image: &RegistryRef, digest: &Digest) -> Result<Option<String>, String> {
+pub fn verification(
+    record: &Record,
+    image: &RegistryRef,
+    digest: &Digest,
+) -> Result<Option<String>, Unverified> {
     let events: Vec<&Value> = record
         .history()
         .iter()
         .filter(|event| event["step"] == "verify")
         .collect();
     if events.is_empty() {
-        return Err("no verify event in its history".into());
+        return Err(Unverified::NoVerifyEvent);
     }
     let mut elsewhere = Vec::new();
     for event in events.iter().rev() {
@@ -223,18 +249,17 @@ pub fn verification(record: &Record, image: &RegistryRef, digest: &Digest) -> Re
             continue;
         }
         if event["verified"] != Value::Bool(true) {
-            return Err("its verify event says it is not verified".into());
+            return Err(Unverified::NotVerified);
         }
         if verified_digest(event).as_ref() != Some(digest) {
-            return Err("its verify event is for another digest".into());
+            return Err(Unverified::OtherDigest);
         }
         return Ok(event["keyId"].as_str().map(str::to_string));
     }
-    Err(format!(
-        "verified at {}, but the image is now at {}: verify it where it is",
-        elsewhere.join(", "),
-        image.name()
-    ))
+    Err(Unverified::Elsewhere {
+        at: elsewhere,
+        now: image.name(),
+    })
 }
 
 /// The digest a verify event vouches for: its `digest`, else the one its

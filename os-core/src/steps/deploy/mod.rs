@@ -23,7 +23,7 @@ mod plan;
 mod render;
 
 pub use apply::{ApplyOptions, apply};
-pub use gate::verification;
+pub use gate::{Undeployable, Unverified, verification};
 pub use gitops::GitopsOptions;
 pub use plan::{Placement, Plan, PlanError, is_pinned, load_manifests, plan};
 pub use render::{RenderOutput, RenderTo, render, run_render};
