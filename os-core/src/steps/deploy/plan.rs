@@ -201,18 +201,57 @@ pub fn plan(
             .map(|(c, s)| (c.as_str(), s.as_str()))
             .collect(),
     };
-    let mut placements = Vec::new();
-    let mut rendered = Vec::with_capacity(manifests.len());
-    let mut unpinned = Vec::new();
-    let mut conflicts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for (index, manifest) in manifests.iter().enumerate() {
+    let mut matching = Matching::default();
+    let rendered = manifests
+        .iter()
+        .enumerate()
+        .map(|(index, manifest)| {
+            matching.rewrite(batch, &candidates, index, manifest, options.require_digest)
+        })
+        .collect();
+    let conflicted = fail_conflicting(batch, std::mem::take(&mut matching.conflicts));
+    let unmatched = fail_unmatched(batch, &matching.placements, &manifests);
+    if !matching.unpinned.is_empty() {
+        return Err(PlanError::Unpinned(matching.unpinned));
+    }
+    if conflicted || unmatched {
+        return Err(PlanError::RecordsFailed);
+    }
+    Ok(Plan {
+        inputs,
+        manifests,
+        rendered,
+        placements: matching.placements,
+    })
+}
+
+/// What matching found across the manifests.
+#[derive(Default)]
+struct Matching {
+    placements: Vec<Placement>,
+    /// Images left that are not pinned and that no record matches.
+    unpinned: Vec<String>,
+    /// By entry: each container image it claims along with other records.
+    conflicts: BTreeMap<usize, Vec<String>>,
+}
+
+impl Matching {
+    /// Manifest `index` with every image one record matches pinned.
+    fn rewrite(
+        &mut self,
+        batch: &Batch,
+        candidates: &Candidates<'_>,
+        index: usize,
+        manifest: &Manifest,
+        require_digest: bool,
+    ) -> String {
+        let pinned = |entry: usize| batch.entries[entry].target.as_ref().expect("gated").pinned();
         let mut replacements = Vec::new();
         for (image_index, found) in manifest.images.iter().enumerate() {
             match candidates.find(&found.container, &found.image) {
                 Matched::One(entry) => {
-                    let target = batch.entries[entry].target.as_ref().expect("gated");
-                    replacements.push((image_index, target.pinned()));
-                    placements.push(Placement {
+                    replacements.push((image_index, pinned(entry)));
+                    self.placements.push(Placement {
                         entry,
                         manifest: index,
                         object: found.object.clone(),
@@ -223,13 +262,10 @@ pub fn plan(
                 Matched::Conflict(entries) => {
                     let names: Vec<String> = entries
                         .iter()
-                        .map(|i| {
-                            let e = &batch.entries[*i];
-                            format!("{} ({})", e.origin, e.target.as_ref().expect("gated").pinned())
-                        })
+                        .map(|i| format!("{} ({})", batch.entries[*i].origin, pinned(*i)))
                         .collect();
                     for entry in &entries {
-                        conflicts.entry(*entry).or_default().push(format!(
+                        self.conflicts.entry(*entry).or_default().push(format!(
                             "{}:{}: {} container {:?} ({}) matches several records that pin different images: {}",
                             manifest.name,
                             found.line,
@@ -241,8 +277,8 @@ pub fn plan(
                     }
                 }
                 Matched::Nothing => {
-                    if options.require_digest && !is_pinned(&found.image) {
-                        unpinned.push(format!(
+                    if require_digest && !is_pinned(&found.image) {
+                        self.unpinned.push(format!(
                             "{}:{}: {} container {:?}: {} is not pinned by digest and no record matches it",
                             manifest.name, found.line, found.object, found.container, found.image
                         ));
@@ -250,14 +286,23 @@ pub fn plan(
                 }
             }
         }
-        rendered.push(manifest.rewritten(&replacements));
+        manifest.rewritten(&replacements)
     }
-    let mut record_failures = false;
+}
+
+/// Fails every entry that claims an image with other records; whether any did.
+fn fail_conflicting(batch: &mut Batch, conflicts: BTreeMap<usize, Vec<String>>) -> bool {
+    let any = !conflicts.is_empty();
     for (entry, messages) in conflicts {
         batch.entries[entry].failure = Some(Failure::new(ErrorCode::ConflictingRecords, messages.join("; ")));
-        record_failures = true;
     }
+    any
+}
+
+/// Fails every gated entry that matched no container image; whether any did.
+fn fail_unmatched(batch: &mut Batch, placements: &[Placement], manifests: &[Manifest]) -> bool {
     let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+    let mut any = false;
     for (index, entry) in batch.entries.iter_mut().enumerate() {
         if entry.failure.is_some() {
             continue;
@@ -273,21 +318,10 @@ pub fn plan(
                     names.join(", ")
                 ),
             ));
-            record_failures = true;
+            any = true;
         }
     }
-    if !unpinned.is_empty() {
-        return Err(PlanError::Unpinned(unpinned));
-    }
-    if record_failures {
-        return Err(PlanError::RecordsFailed);
-    }
-    Ok(Plan {
-        inputs,
-        manifests,
-        rendered,
-        placements,
-    })
+    any
 }
 
 #[cfg(test)]
