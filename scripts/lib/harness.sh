@@ -10,10 +10,19 @@
 #                             the deterministic image under PREFIX1..COUNT; sets
 #                             HARNESS[digest], HARNESS[manifest_size]
 #   hf_run JSON ARGS...       hyperfine ARGS --export-json JSON (bash shell, its
-#                             report on stderr); dies with the failing check's words
+#                             report on stderr); dies with the failing check's words;
+#                             HF_CPU_LOG is JSON's name with .cpu for .json
 #   hf_stat JSON NAME FIELD   median|min|max|mean of command NAME, in ms with one decimal
 #   hf_ratio A B FORMAT       printf FORMAT of A / B (FORMAT e.g. %.2fx)
 #   hf_target TEXT A B COND   a PASS/FAIL line; COND is a jq expression of a and b
+#   hf_client_cpu JSON NAME   user + system of command NAME's processes, ms (hyperfine's
+#                             mean over the runs: 1.15 reports no per-run figure)
+#   hf_cpu_open KEY PID...    (in --prepare, after the set-up) the CPU the processes PID
+#                             have used so far, to be charged to KEY's run
+#   hf_cpu_close              (in the next --prepare, before its set-up, and once after
+#                             hyperfine) appends "KEY µs" (what they used since) to HF_CPU_LOG
+#   hf_cpu_median KEY         median of KEY's samples in HF_CPU_LOG, ms; "-" without any
+#   us_ms US                  microseconds as milliseconds with one decimal
 #
 # Sourced by scripts/bench after scripts/lib/registry.sh (reg_die, reg_on_exit)
 # and the release build ($BIN).
@@ -22,6 +31,9 @@
 # shellcheck disable=SC2034
 
 declare -gA HARNESS=()
+HF_CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+HF_CPU_LOG=""
+export HF_CLK_TCK
 HARNESS_PID=""
 HARNESS_IN=""
 
@@ -67,6 +79,10 @@ harness_push_tags() { # HOST REPO PREFIX COUNT
 hf_run() {
   local json=$1
   shift
+  HF_CPU_LOG=${json%.json}.cpu
+  export HF_CPU_LOG
+  : >"$HF_CPU_LOG"
+  rm -f -- "$HF_CPU_LOG.open"
   REG_DIE_LOG=${json%.json}.failure
   export REG_DIE_LOG
   : >"$REG_DIE_LOG"
@@ -96,4 +112,52 @@ hf_target() { # TEXT A B COND
   [[ $2 =~ $number && $3 =~ $number ]] || reg_die "hf_target: not numbers: $2 $3"
   if jq -en "def a: $2; def b: $3; $4" >/dev/null; then verdict=PASS; fi
   printf '  %-4s  %s\n' "$verdict" "$1"
+}
+
+hf_client_cpu() { # JSON NAME
+  local ms
+  ms=$(jq -r --arg name "$2" \
+    '[.results[] | select(.command == $name)][0] // error("no \($name)") | (.user + .system) * 1000' "$1") ||
+    reg_die "$1: no user and system time for $2"
+  printf '%.1f' "$ms"
+}
+
+# The registry's side of a run, which hyperfine cannot see: its CPU time
+# from /proc/PID/stat (utime + stime, fields 14 and 15; a registry's
+# command name has no space), read outside the timer around every run.
+hf_cpu_us() { # PID...: their CPU so far, µs, summed
+  local pid stat=() ticks=0
+  for pid in "$@"; do
+    read -r -a stat <"/proc/$pid/stat" || reg_die "no /proc/$pid/stat: the process is gone"
+    ticks=$((ticks + stat[13] + stat[14]))
+  done
+  printf '%s' "$((ticks * 1000000 / HF_CLK_TCK))"
+}
+hf_cpu_open() { # KEY PID...
+  local key=$1
+  shift
+  hf_cpu_close
+  printf '%s %s %s\n' "$key" "$(hf_cpu_us "$@")" "$*" >"$HF_CPU_LOG.open"
+}
+hf_cpu_close() {
+  [ -e "$HF_CPU_LOG.open" ] || return 0
+  local key cpu0 pids=()
+  read -r key cpu0 pids <"$HF_CPU_LOG.open"
+  read -r -a pids <<<"$pids"
+  printf '%s %s\n' "$key" "$(($(hf_cpu_us "${pids[@]}") - cpu0))" >>"$HF_CPU_LOG"
+  rm -f -- "$HF_CPU_LOG.open"
+}
+hf_cpu_median() { # KEY
+  local ms
+  ms=$(jq -Rrn --arg key "$1" '
+    [inputs | split(" ") | select(.[0] == $key) | .[1] | tonumber] | sort
+    | if length == 0 then "-"
+      elif length % 2 == 1 then .[length / 2 | floor] / 1000
+      else (.[length / 2 - 1] + .[length / 2]) / 2000 end' "$HF_CPU_LOG") ||
+    reg_die "$HF_CPU_LOG: not CPU samples"
+  if [ "$ms" = - ]; then printf -- -; else printf '%.1f' "$ms"; fi
+}
+
+us_ms() { # US
+  printf '%.1f' "$1e-3"
 }
