@@ -1,15 +1,16 @@
 # shellcheck shell=bash
-# The `import` benchmark of scripts/bench (sourced by it, after its timing
-# helpers and the release build): os-import against skopeo copy (sequential
-# and 4 in parallel), cosign copy, oras cp -r and skopeo sync, on two
-# throwaway registries (dev, the source, started once; prod, the target,
-# started fresh for every contender of every round, so none finds another's
-# blobs and skopeo's blob-info cache can mount nothing from a peer's
-# repositories).
+# The `import` benchmark of scripts/bench (sourced by it, after its helpers
+# and the release build): os-import against skopeo copy (sequential and 4
+# in parallel), cosign copy, oras cp -r and skopeo sync, on two throwaway
+# registries from os-testkit's bench-env (dev, the source, filled once by
+# bench-env push-set; prod, the target, replaced by a fresh one on empty
+# storage before every run of every contender, in hyperfine's --prepare, so
+# none finds another's blobs and skopeo's blob-info cache can mount nothing
+# from a peer's repositories). Timed by hyperfine.
 #
-# Uses from scripts/bench: say, bench_measure, bench_stats, median_ms,
-# fmt_ms, bench_target, registry_storage, RUNS, BIN, OS_DIGEST; from
-# scripts/lib/registry.sh: reg_*.
+# Uses from scripts/bench: say, RUNS, BIN, OS_DIGEST; from
+# scripts/lib/harness.sh: harness_*, hf_*; from scripts/lib/registry.sh:
+# reg_*.
 #
 # Variables set here are read across functions:
 # shellcheck disable=SC2034
@@ -20,118 +21,42 @@ MIB=$((1024 * 1024))
 
 # --- the images -------------------------------------------------------------
 
-# import_blob SEED SIZE FILE: SIZE incompressible bytes (AES-128-CTR
-# keystream keyed by SEED) into FILE; prints the digest. Same SEED and SIZE,
-# same bytes.
-import_blob() {
-  local seed=$1 size=$2 file=$3 key sum
-  key=$(printf '%s' "$seed" | sha256sum)
-  key=${key:0:32}
-  sum=$(head -c "$size" /dev/zero |
-    openssl enc -aes-128-ctr -K "$key" -iv 00000000000000000000000000000000 |
-    tee "$file" | sha256sum)
-  printf 'sha256:%s\n' "${sum%% *}"
-}
-
-# import_push_blob HOST REPO DIGEST FILE [FROM]: the blob at HOST/REPO,
-# mounted from FROM (a repository of HOST) when given, else uploaded (POST,
-# then one streaming PUT); skipped when already there.
-import_push_blob() {
-  local host=$1 repo=$2 digest=$3 file=$4 from=${5:-} base="http://$1/v2/$2" status location
-  status=$(curl -s -o /dev/null -w '%{http_code}' -I "$base/blobs/$digest")
-  [ "$status" = 200 ] && return 0
-  if [ -n "$from" ]; then
-    status=$(curl -s -X POST -o /dev/null -w '%{http_code}' "$base/blobs/uploads/?mount=$digest&from=$from")
-    [ "$status" = 201 ] && return 0
-    reg_die "mounting $digest from $from into $host/$repo answered $status"
-  fi
-  location=$(curl -fsS -X POST -o /dev/null -w '%header{location}' "$base/blobs/uploads/") ||
-    reg_die "POST $base/blobs/uploads/ failed"
-  case $location in /*) location="http://$host$location" ;; esac
-  case $location in *\?*) location="$location&digest=$digest" ;; *) location="$location?digest=$digest" ;; esac
-  curl -fsS -X PUT -o /dev/null -H 'Content-Type: application/octet-stream' -T "$file" "$location" ||
-    reg_die "uploading $digest ($file) to $base failed"
-}
-
-# Blobs pushed so far, by "SEED:SIZE": "DIGEST SIZE REPO" (a later image
-# with the same layer mounts it from REPO instead of making it again).
-declare -gA IMPORT_BLOBS=()
-
-# import_push_image HOST REPO LAYER...: pushes a single-platform OCI image
-# with the given layers (each SEED:SIZE) to HOST/REPO:IMPORT_TAG; prints its
-# manifest digest. The config names REPO, so every image is different.
-import_push_image() {
-  local host=$1 repo=$2
-  shift 2
-  local layer seed size digest from file layers=() diff_ids=()
-  for layer in "$@"; do
-    seed=${layer%%:*} size=${layer#*:}
-    if [ -n "${IMPORT_BLOBS[$layer]:-}" ]; then
-      read -r digest _ from <<<"${IMPORT_BLOBS[$layer]}"
-      import_push_blob "$host" "$repo" "$digest" /dev/null "$from"
-    else
-      file=$IMPORT_WORK/blob
-      digest=$(import_blob "$seed" "$size" "$file")
-      import_push_blob "$host" "$repo" "$digest" "$file"
-      rm -f -- "$file"
-      IMPORT_BLOBS[$layer]="$digest $size $repo"
-    fi
-    layers+=("$(printf '{"mediaType":"%s","digest":"%s","size":%s}' "$REG_OCI_LAYER" "$digest" "$size")")
-    diff_ids+=("\"$digest\"")
-  done
-  local config=$IMPORT_WORK/config.json manifest=$IMPORT_WORK/manifest.json cfg cfgsize joined
-  joined=$(IFS=,; printf '%s' "${diff_ids[*]}")
-  printf '{"architecture":"amd64","os":"linux","config":{"Labels":{"dev.onestream.bench":"%s"}},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "$repo" "$joined" >"$config"
-  cfg=$(sha256sum <"$config") cfg=sha256:${cfg%% *}
-  cfgsize=$(stat -c %s "$config")
-  import_push_blob "$host" "$repo" "$cfg" "$config"
-  joined=$(IFS=,; printf '%s' "${layers[*]}")
-  printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":%s},"layers":[%s]}' \
-    "$REG_OCI_MANIFEST" "$REG_OCI_CONFIG" "$cfg" "$cfgsize" "$joined" >"$manifest"
-  digest=$(sha256sum <"$manifest") digest=sha256:${digest%% *}
-  local answer
-  answer=$(curl -sS -X PUT -H "Content-Type: $REG_OCI_MANIFEST" -T "$manifest" -o /dev/null \
-    -w '%{http_code} %header{docker-content-digest}' "http://$host/v2/$repo/manifests/$IMPORT_TAG")
-  [ "$answer" = "201 $digest" ] || reg_die "pushing $host/$repo:$IMPORT_TAG answered '$answer', expected '201 $digest'"
-  printf '%s\n' "$digest"
-}
-
 # import_set NAME COUNT LAYER...: pushes COUNT images to dev as
-# bench/NAME/svc1..COUNT, each with the layers given (SEED:SIZE; "@" in a
-# seed becomes the image's number, so "x-@-1:8" is per image and "base:8"
-# is shared by all). Writes $IMPORT_WORK/NAME.set ("REPO DIGEST" lines),
-# NAME.records (os-digest's records, checked against the pushed digests)
-# and sets IMPORT_BYTES[NAME] (the bytes of all images' layers) and
-# IMPORT_UNIQUE[NAME] (of the distinct ones).
+# bench/NAME/svc1..COUNT (bench-env push-set), each with the layers given
+# (SEED:SIZE; "@" in a seed becomes the image's number, so "x-@-1:8" is per
+# image and "base:8" is shared by all: pushed once, then mounted). Writes
+# $IMPORT_WORK/NAME.set ("REPO DIGEST" lines), NAME.records (os-digest's
+# records, checked against the pushed digests) and sets IMPORT_BYTES[NAME]
+# (the bytes of all images' layers) and IMPORT_UNIQUE[NAME] (of the
+# distinct ones).
 declare -gA IMPORT_BYTES=() IMPORT_UNIQUE=()
 import_set() {
-  local name=$1 count=$2 i layer spec total=0 unique=0 repo digest
+  local name=$1 count=$2 i layer spec total=0 unique=0 args=()
   shift 2
   local set=$IMPORT_WORK/$name.set
   declare -A seen=()
-  : >"$set"
+  for layer in "$@"; do args+=(--layer "$layer"); done
   for ((i = 1; i <= count; i++)); do
-    local specs=()
     for layer in "$@"; do
       spec=${layer//@/$i}
-      specs+=("$spec")
       total=$((total + ${spec#*:}))
       if [ -z "${seen[$spec]:-}" ]; then
         seen[$spec]=1
         unique=$((unique + ${spec#*:}))
       fi
     done
-    repo=bench/$name/svc$i
-    digest=$(import_push_image "$IMPORT_DEV" "$repo" "${specs[@]}")
-    printf '%s %s\n' "$repo" "$digest" >>"$set"
   done
+  "$BIN/bench-env" push-set --host "$IMPORT_DEV" --prefix "bench/$name" --count "$count" --tag "$IMPORT_TAG" \
+    "${args[@]}" >"$set" 2>"$IMPORT_WORK/$name.push-err" ||
+    reg_die "bench-env push-set of the $name set failed: $(tail -n 3 "$IMPORT_WORK/$name.push-err")"
   IMPORT_BYTES[$name]=$total
   IMPORT_UNIQUE[$name]=$unique
-  awk -v host="$IMPORT_DEV" -v tag="$IMPORT_TAG" '{ print host "/" $1 ":" tag }' "$set" |
-    "$OS_DIGEST" >"$IMPORT_WORK/$name.records" 2>"$IMPORT_WORK/$name.digest-err" ||
+  local repo digest
+  while read -r repo digest; do
+    printf '%s/%s:%s\n' "$IMPORT_DEV" "$repo" "$IMPORT_TAG"
+  done <"$set" | "$OS_DIGEST" >"$IMPORT_WORK/$name.records" 2>"$IMPORT_WORK/$name.digest-err" ||
     reg_die "os-digest on the $name set failed: $(tail -n 3 "$IMPORT_WORK/$name.digest-err")"
-  jq -r '.digest' "$IMPORT_WORK/$name.records" | cmp -s - <(awk '{ print $2 }' "$set") ||
+  jq -r '.digest' "$IMPORT_WORK/$name.records" | cmp -s - <(while read -r _ digest; do printf '%s\n' "$digest"; done <"$set") ||
     reg_die "os-digest's digests for the $name set differ from the pushed ones:"$'\n'"$(head -n 3 "$IMPORT_WORK/$name.records")"
 }
 
@@ -162,32 +87,13 @@ import_cosign() { HOME=$IMPORT_HOME COSIGN_PASSWORD=$IMPORT_PASSWORD cosign "$@"
 
 # --- the target -------------------------------------------------------------
 
-# import_target: a fresh prod registry; sets IMPORT_PROD, IMPORT_PROD_PID.
-import_target() {
-  reg_start prod
-  IMPORT_PROD=${REG_HOST[prod]}
-  IMPORT_PROD_PID=${REG_PID[prod]}
-  IMPORT_PROD_DIR=${REG_DIR[prod]}
-  import_wchar IMPORT_PROD_W0 "$IMPORT_PROD_PID"
-}
-
-# import_wchar VAR PID: bytes PID has written so far (its storage and its
-# sockets; for a registry receiving blobs, about the bytes it was sent).
-import_wchar() {
-  local -n _wchar=$1
-  _wchar=$(awk '$1 == "wchar:" { print $2 }' "/proc/$2/io" 2>/dev/null)
-  [ -n "$_wchar" ] || _wchar=0
-}
-
-# import_target_done KEY: records what prod wrote for contender KEY, then
-# stops prod and drops its storage (tmpfs is memory).
-declare -gA IMPORT_WROTE=() IMPORT_NOTE=()
-import_target_done() {
-  local w1
-  import_wchar w1 "$IMPORT_PROD_PID"
-  IMPORT_WROTE[$1]+="$((w1 - IMPORT_PROD_W0)) "
-  reg_stop prod
-  rm -rf -- "$IMPORT_PROD_DIR"
+# import_fresh_prod: bench-env replaces prod by a fresh, empty registry;
+# sets IMPORT_PROD and IMPORT_PROD_PID (from hyperfine's --prepare too).
+import_fresh_prod() {
+  local -A HARNESS=()
+  harness_restart prod
+  IMPORT_PROD=${HARNESS[prod_host]}
+  IMPORT_PROD_PID=${HARNESS[prod_pid]}
 }
 
 # --- the contenders ---------------------------------------------------------
@@ -204,8 +110,14 @@ import_os_import() { # RECORDS OUT ARGS...
 
 SKOPEO_COPY=(skopeo --insecure-policy copy --quiet --all --preserve-digests --src-tls-verify=false --dest-tls-verify=false)
 
+# (An array cannot be exported: hyperfine's bash gets it as SKOPEO_COPY_ARGS.)
+import_skopeo_copy_args() {
+  [ -n "${SKOPEO_COPY_ARGS:-}" ] || return 0
+  read -r -a SKOPEO_COPY <<<"$SKOPEO_COPY_ARGS"
+}
 import_skopeo_seq() { # PAIRS LOG
   local src dst
+  import_skopeo_copy_args
   : >"$2"
   while read -r src dst; do
     "${SKOPEO_COPY[@]}" "docker://$src" "docker://$dst" </dev/null >>"$2" 2>&1 ||
@@ -213,6 +125,7 @@ import_skopeo_seq() { # PAIRS LOG
   done <"$1"
 }
 import_skopeo_par() { # PAIRS LOG
+  import_skopeo_copy_args
   sed 's|^\([^ ]*\) \([^ ]*\)$|docker://\1 docker://\2|' "$1" |
     xargs -P4 -L1 "${SKOPEO_COPY[@]}" >"$2" 2>&1 ||
     reg_die "skopeo copy (xargs -P4) failed: $(tail -n 5 "$2")"
@@ -308,148 +221,143 @@ import_check_records() {
   jq -rn '[inputs | .history[-1]] | [map(.bytes), map(.blobsCopied), map(.blobsMounted), map(.blobsSkipped), map(.manifests)] | map(add) | @tsv' "$file"
 }
 
-# import_with_source_cpu KEY CMD...: runs CMD; appends the source registry's
-# (dev's) CPU time meanwhile (µs) to IMPORT_SOURCE_CPU[KEY]. A no-op asks
-# both ends, so the target's CPU alone does not say what it cost.
-declare -gA IMPORT_SOURCE_CPU=()
-import_with_source_cpu() {
-  local key=$1 before after
-  shift
-  process_cpu_us before "${REG_PID[dev]}"
-  "$@"
-  process_cpu_us after "${REG_PID[dev]}"
-  IMPORT_SOURCE_CPU[$key]+="$((after - before)) "
-}
-
 # import_request_cost: the CPU (ms, 3 decimals) the prod registry spends on
 # one request that touches no storage: 400 HEAD /v2/ over one kept-alive
 # curl connection. What a no-op's requests cost, whoever sends them.
 import_request_cost() {
   local args=() i before after
   for ((i = 0; i < 400; i++)); do args+=(-I -o /dev/null "http://$IMPORT_PROD/v2/"); done
-  process_cpu_us before "$IMPORT_PROD_PID"
+  before=$(hf_cpu_us "$IMPORT_PROD_PID")
   curl -sS "${args[@]}" || reg_die "curl HEAD /v2/ against prod failed"
-  process_cpu_us after "$IMPORT_PROD_PID"
-  awk -v us="$((after - before))" 'BEGIN { printf "%.3f", us / 400 / 1000 }'
+  after=$(hf_cpu_us "$IMPORT_PROD_PID")
+  printf '%.3f' "$(((after - before) / 400))e-3"
 }
 
-# --- one contender, one round ---------------------------------------------
+# --- the runs, as hyperfine runs them -----------------------------------------
+# A contender is NAME:TOOL (the set, the tool); run R of each promotes the
+# set into a fresh prod under rR/TOOL (same: inside dev, under
+# promoted/rR-TOOL; again: onto a fresh prod os-import filled in the
+# --prepare, under rR/again). $IMPORT_WORK/run says which run is next or
+# last: "KEY R HOST PREFIX".
 
-# import_round_os NAME ROUND: os-import into a fresh prod (--to prod/PREFIX,
-# one stream of the set's records); checks; for the signed set, also the
-# re-promotion (os-import again, then skopeo sync of the same set) on that
-# full target.
-import_round_os() {
-  local name=$1 round=$2 prefix=r$2/os-import out=$IMPORT_WORK/$1.os-import
-  import_target
-  bench_measure "$name:os-import" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
-    import_os_import "$IMPORT_WORK/$name.records" "$out" --to "$IMPORT_PROD/$prefix"
-  [ ! -s "$out.err" ] || IMPORT_STDERR+=("$name set, round $round: $(head -n 2 "$out.err" | tr '\n' ' ')")
-  local counters
-  counters=$(import_check_records "$out" "os-import ($name set)" "$name")
-  IMPORT_NOTE[$name:os-import]=$counters
-  import_check_images "$name" "$IMPORT_PROD" "$prefix" "os-import ($name set)"
+IMPORT_KEYS=(small:os-import small:skopeo-seq small:skopeo-par small:cosign small:oras
+  large:os-import large:skopeo-seq large:skopeo-par
+  shared:os-import shared:skopeo-seq shared:skopeo-par
+  same:os-import same:skopeo-seq
+  again:os-import again:os-import-nosig again:skopeo-sync)
+
+# import_run KEY: the timed part, nothing but the tool.
+import_run() {
+  local key r host prefix name tool out=$IMPORT_WORK/out
+  read -r key r host prefix <"$IMPORT_WORK/run"
+  [ "$key" = "$1" ] || reg_die "import_run $1: the --prepare set up $key"
+  name=${key%%:*} tool=${key#*:}
+  [ "$name" != same ] && [ "$name" != again ] || name=${name/same/shared} name=${name/again/small}
+  case $tool in
+    os-import) import_os_import "$IMPORT_WORK/$name.records" "$out" --to "$host/$prefix" ;;
+    os-import-nosig) import_os_import "$IMPORT_WORK/$name.records" "$out" --no-signatures --to "$host/$prefix" ;;
+    skopeo-seq) import_skopeo_seq "$IMPORT_WORK/pairs" "$out.log" ;;
+    skopeo-par) import_skopeo_par "$IMPORT_WORK/pairs" "$out.log" ;;
+    cosign) import_cosign_copy "$IMPORT_WORK/pairs" "$out.log" ;;
+    oras) import_oras_cp "$IMPORT_WORK/pairs" "$out.log" ;;
+    skopeo-sync) import_skopeo_sync "$IMPORT_WORK/sync.yaml" "$host/$prefix" "$out.log" ;;
+  esac
+}
+
+# import_check KEY R HOST PREFIX: what that run did, checked (outside the
+# timer); what the report shows of it into $IMPORT_WORK/note.KEY and
+# carried.KEY (the last run's), os-import's stderr into stderr.lines.
+import_check() {
+  local key=$1 r=$2 host=$3 prefix=$4 name=${1%%:*} tool=${1#*:} out=$IMPORT_WORK/out set
+  set=$name
+  case $name in same) set=shared ;; again) set=small ;; esac
+  case $tool in
+    os-import | os-import-nosig)
+      [ ! -s "$out.err" ] || printf '%s\n' "$key, run $r: $(head -n 2 "$out.err" | tr '\n' ' ')" >>"$IMPORT_WORK/stderr.lines"
+      import_check_records "$out" "$key (run $r)" "$set" >"$IMPORT_WORK/note.$key" ;;
+    skopeo-sync)
+      printf '%s of %s skipped as already present\n' "$(grep -c 'already present at destination' "$out.log" || true)" \
+        "$IMPORT_N_SMALL" >"$IMPORT_WORK/note.$key" ;;
+  esac
+  import_check_images "$set" "$host" "$prefix" "$key (run $r)"
   if [ "$name" = small ]; then
     local carried
-    carried=$(import_carried "$name" "$IMPORT_PROD" "$prefix")
-    IMPORT_CARRIED[$name:os-import]=$carried
-    [ "$carried" = "$IMPORT_N_SMALL $IMPORT_N_SMALL" ] ||
-      reg_die "os-import carried signatures/referrers for only ($carried) of $IMPORT_N_SMALL images"
-    # Re-promotion: everything is there.
-    local w0 w1
-    import_wchar w0 "$IMPORT_PROD_PID"
-    import_with_source_cpu again:os-import bench_measure "again:os-import" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
-      import_os_import "$IMPORT_WORK/$name.records" "$out.again" --to "$IMPORT_PROD/$prefix"
-    import_wchar w1 "$IMPORT_PROD_PID"
-    IMPORT_WROTE[again:os-import]+="$((w1 - w0)) "
-    IMPORT_NOTE[again:os-import]=$(import_check_records "$out.again" "os-import again ($name set)" "$name")
-    # The same without the attachments, to tell what they cost a no-op.
-    import_wchar w0 "$IMPORT_PROD_PID"
-    import_with_source_cpu again:os-import-nosig bench_measure "again:os-import-nosig" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
-      import_os_import "$IMPORT_WORK/$name.records" "$out.again-nosig" --no-signatures --to "$IMPORT_PROD/$prefix"
-    import_wchar w1 "$IMPORT_PROD_PID"
-    IMPORT_WROTE[again:os-import-nosig]+="$((w1 - w0)) "
-    IMPORT_NOTE[again:os-import-nosig]=$(import_check_records "$out.again-nosig" "os-import --no-signatures again ($name set)" "$name")
-    awk -v dev="$IMPORT_DEV" -v tag="$IMPORT_TAG" '
-      BEGIN { print dev ":"; print "  tls-verify: false"; print "  images:" }
-      { print "    " $1 ": [\"" tag "\"]" }' "$IMPORT_WORK/$name.set" >"$IMPORT_WORK/sync.yaml"
-    import_wchar w0 "$IMPORT_PROD_PID"
-    import_with_source_cpu again:skopeo-sync bench_measure "again:skopeo-sync" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
-      import_skopeo_sync "$IMPORT_WORK/sync.yaml" "$IMPORT_PROD/$prefix" "$IMPORT_WORK/sync.log"
-    import_wchar w1 "$IMPORT_PROD_PID"
-    IMPORT_WROTE[again:skopeo-sync]+="$((w1 - w0)) "
-    local synced
-    synced=$(grep -c 'already present at destination' "$IMPORT_WORK/sync.log" || true)
-    IMPORT_NOTE[again:skopeo-sync]="$synced of $IMPORT_N_SMALL skipped as already present"
-    import_check_images "$name" "$IMPORT_PROD" "$prefix" "os-import, then skopeo sync ($name set)"
+    carried=$(import_carried small "$host" "$prefix")
+    printf '%s\n' "$carried" >"$IMPORT_WORK/carried.$key"
+    [ "$tool" != os-import ] || [ "$carried" = "$IMPORT_N_SMALL $IMPORT_N_SMALL" ] ||
+      reg_die "os-import carried signatures/referrers for only ($carried) of $IMPORT_N_SMALL images (run $r)"
   fi
-  import_target_done "$name:os-import"
 }
 
-# import_round_peer NAME KEY FUNCTION ROUND: one peer into a fresh prod.
-import_round_peer() {
-  local name=$1 key=$2 fn=$3 round=$4 prefix=r$4/$2
-  import_target
-  import_pairs "$name" "$IMPORT_PROD" "$prefix" >"$IMPORT_WORK/pairs"
-  bench_measure "$name:$key" "$IMPORT_PROD_PID" "$IMPORT_SCRATCH" \
-    "$fn" "$IMPORT_WORK/pairs" "$IMPORT_WORK/$name.$key.log"
-  import_check_images "$name" "$IMPORT_PROD" "$prefix" "$key ($name set)"
-  if [ "$name" = small ]; then
-    IMPORT_CARRIED[$name:$key]=$(import_carried "$name" "$IMPORT_PROD" "$prefix")
+# import_next KEY: hyperfine's --prepare, before every run of KEY: closes
+# the samples of the run before (whichever contender's) and checks it, on
+# the registry it ran against; then sets up this one (a fresh prod; the
+# pairs of references a peer copies; for again, prod filled by os-import)
+# and opens the samples of the target registry (and for again, of dev).
+import_next() {
+  local key=$1 r=0 name=${1%%:*} tool=${1#*:} host prefix pid
+  hf_cpu_close
+  if [ -e "$IMPORT_WORK/run" ]; then
+    local last=()
+    read -r -a last <"$IMPORT_WORK/run"
+    import_check "${last[@]}"
+    rm -f -- "$IMPORT_WORK/run"
   fi
-  import_target_done "$name:$key"
-}
-
-# import_round_same KEY ROUND: the shared set promoted inside dev (other
-# repositories, same registry): every blob can be mounted.
-import_round_same() {
-  local key=$1 round=$2 prefix=promoted/r$2-$1 w0 w1 dev_pid=${REG_PID[dev]}
-  import_wchar w0 "$dev_pid"
-  case $key in
-    os-import)
-      bench_measure "same:os-import" "$dev_pid" "$IMPORT_SCRATCH" \
-        import_os_import "$IMPORT_WORK/shared.records" "$IMPORT_WORK/same.os-import" --to "$IMPORT_DEV/$prefix"
-      IMPORT_NOTE[same:os-import]=$(import_check_records "$IMPORT_WORK/same.os-import" "os-import (same registry)" shared)
-      ;;
-    skopeo-seq)
-      import_pairs shared "$IMPORT_DEV" "$prefix" >"$IMPORT_WORK/pairs"
-      bench_measure "same:skopeo-seq" "$dev_pid" "$IMPORT_SCRATCH" \
-        import_skopeo_seq "$IMPORT_WORK/pairs" "$IMPORT_WORK/same.skopeo.log"
-      ;;
-  esac
-  import_wchar w1 "$dev_pid"
-  IMPORT_WROTE[same:$key]+="$((w1 - w0)) "
-  import_check_images shared "$IMPORT_DEV" "$prefix" "$key (same registry)"
+  [ ! -e "$IMPORT_WORK/$key.round" ] || read -r r <"$IMPORT_WORK/$key.round"
+  r=$((r + 1))
+  printf '%s\n' "$r" >"$IMPORT_WORK/$key.round"
+  if [ "$name" = same ]; then
+    host=$IMPORT_DEV prefix=promoted/r$r-$tool pid=$IMPORT_DEV_PID
+    [ "$tool" = os-import ] || import_pairs shared "$host" "$prefix" >"$IMPORT_WORK/pairs"
+  else
+    import_fresh_prod
+    host=$IMPORT_PROD prefix=r$r/$tool pid=$IMPORT_PROD_PID
+    case $name:$tool in
+      again:*)
+        prefix=r$r/again
+        import_os_import "$IMPORT_WORK/small.records" "$IMPORT_WORK/fill" --to "$host/$prefix"
+        import_check_records "$IMPORT_WORK/fill" "os-import filling prod for $key (run $r)" small >/dev/null
+        import_check_images small "$host" "$prefix" "os-import filling prod for $key (run $r)"
+        if [ "$tool" = skopeo-sync ]; then
+          local repo
+          {
+            printf '%s:\n  tls-verify: false\n  images:\n' "$IMPORT_DEV"
+            while read -r repo _; do printf '    %s: ["%s"]\n' "$repo" "$IMPORT_TAG"; done <"$IMPORT_WORK/small.set"
+          } >"$IMPORT_WORK/sync.yaml"
+        fi ;;
+      *:os-import) ;;
+      *) import_pairs "$name" "$host" "$prefix" >"$IMPORT_WORK/pairs" ;;
+    esac
+  fi
+  printf '%s %s %s %s\n' "$key" "$r" "$host" "$prefix" >"$IMPORT_WORK/run"
+  hf_cpu_open "$key" "$pid"
+  [ "$name" != again ] || hf_cpu_open "source:$key" "$IMPORT_DEV_PID"
 }
 
 # --- report -----------------------------------------------------------------
 
-declare -gA IMPORT_CARRIED=()
 IMPORT_STDERR=() # what os-import said on stderr (quiet when it is not a terminal)
 
-# Median of integer samples.
-import_median() {
-  printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 # MiB with one decimal.
-mib() { awk -v b="$1" -v m="$MIB" 'BEGIN { printf "%.1f", b / m }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+mib() { printf '%.1f' "$(jq -n --argjson b "$1" --argjson m "$MIB" '$b / $m')"; }
+ratio() { if [ "$2" = - ] || jq -en "$2 <= 0" >/dev/null; then printf -- -; else hf_ratio "$1" "$2" %.2fx; fi; }
 
 # import_table BASE-KEY ROW...: ROW is "KEY|LABEL"; prints medians of wall
-# time, client and target-registry CPU, what the target registry wrote.
+# time, the client's CPU (hyperfine's mean), the target registry's CPU and
+# what it wrote.
 import_table() {
-  local base=$1 row key label median min max base_ms wrote samples=()
+  local base=$1 row key label median base_ms wrote
   shift
-  base_ms=$(median_ms WALL "$base")
+  base_ms=$(hf_stat "$IMPORT_JSON" "$base" median)
   printf '  %-46s %9s %8s %8s %8s %10s %10s %9s\n' contender "median ms" "min ms" "max ms" "vs os-i." "client cpu" "target cpu" "wrote MiB"
   for row in "$@"; do
     IFS='|' read -r key label <<<"$row"
-    read -r -a samples <<<"${MEASURE_WALL[$key]}"
-    read -r median min max < <(bench_stats "${samples[@]}")
-    read -r -a samples <<<"${IMPORT_WROTE[$key]:-0}"
-    wrote=$(mib "$(import_median "${samples[@]}")")
-    printf '  %-46s %9s %8s %8s %8s %10s %10s %9s\n' "$label" "$median" "$min" "$max" \
-      "$(ratio "$median" "$base_ms")" "$(median_ms CLIENT "$key")" "$(median_ms SERVER "$key")" "$wrote"
+    median=$(hf_stat "$IMPORT_JSON" "$key" median)
+    wrote=$(hf_sample "$key" 3)
+    [ "$wrote" = - ] || wrote=$(mib "$wrote")
+    printf '  %-46s %9s %8s %8s %8s %10s %10s %9s\n' "$label" "$median" \
+      "$(hf_stat "$IMPORT_JSON" "$key" min)" "$(hf_stat "$IMPORT_JSON" "$key" max)" \
+      "$(ratio "$median" "$base_ms")" "$(hf_client_cpu "$IMPORT_JSON" "$key")" "$(hf_cpu_median "$key")" "$wrote"
   done
 }
 
@@ -464,50 +372,46 @@ import_counters() {
 # /usr/bin/time -v's value for FIELD in FILE.
 time_field() { awk -F': ' -v f="$2" 'index($0, f) { v = $2 } END { print v }' "$1"; }
 
-# --- the benchmark ----------------------------------------------------------
-
 IMPORT_N_SMALL=20
 bench_import() {
   local runs=${RUNS:-3}
   OS_IMPORT=$BIN/os-import
   [ -x "$OS_IMPORT" ] || reg_die "$OS_IMPORT was not built"
   local tool
-  for tool in skopeo cosign oras openssl; do
+  for tool in skopeo cosign oras; do
     command -v "$tool" >/dev/null || reg_die "$tool is not installed (run scripts/setup)"
   done
   [ -x /usr/bin/time ] || reg_die "/usr/bin/time is not installed (run scripts/setup)"
   local load
   read -r load _ </proc/loadavg || load=unknown
-  local started
-  started=$(now_us)
+  local started=${EPOCHREALTIME//[!0-9]/}
 
-  say "import: starting the source registry (dev), pushing the images (once)"
-  reg_start dev
-  IMPORT_DEV=${REG_HOST[dev]}
+  # Blobs and work files next to the registries (tmpfs unless --registry-disk).
   local storage work=""
-  storage=$(registry_storage dev)
-  # Blobs are made next to the registries (tmpfs unless --registry-disk).
   reg_mktemp work "${REG_STORAGE_TMPDIR:-}"
   IMPORT_WORK=$work
-  IMPORT_SCRATCH=$work/times
+  say "import: starting the registries (dev, prod), pushing the images to dev (once)"
+  HARNESS_CONTROL=$work/control
+  harness_start dev prod
+  IMPORT_DEV=${HARNESS[dev_host]} IMPORT_DEV_PID=${HARNESS[dev_pid]}
+  storage="${HARNESS[dev_dir]%/*} ($(stat -f -c %T "${HARNESS[dev_dir]}"))"
   IMPORT_HOME=$work/home # cosign's and oras' HOME: offline, no ~/.sigstore, no ~/.docker
   mkdir -p "$IMPORT_HOME"
   IMPORT_KEY=$work/cosign
   (cd "$work" && COSIGN_PASSWORD=$IMPORT_PASSWORD HOME=$IMPORT_HOME cosign generate-key-pair --output-key-prefix cosign) \
     >"$work/keygen.log" 2>&1 || reg_die "cosign generate-key-pair failed: $(tail -n 5 "$work/keygen.log")"
 
-  local i
   import_set small "$IMPORT_N_SMALL" "small-@-1:$((8 * MIB))" "small-@-2:$((8 * MIB))" "small-@-3:$((8 * MIB))"
   import_set large 5 "large-@-1:$((64 * MIB))" "large-@-2:$((64 * MIB))"
   import_set shared 20 "base-1:$((16 * MIB))" "base-2:$((16 * MIB))" "shared-@:$((4 * MIB))"
   import_set huge 1 "huge-1:$((1024 * MIB))"
   say "import: signing the $IMPORT_N_SMALL images of the small set (cosign .sig and an OCI 1.1 referrer)"
   import_sign small
-  say "import: set-up took $(fmt_ms $(($(now_us) - started))) ms"
+  say "import: set-up took $(us_ms $((${EPOCHREALTIME//[!0-9]/} - started))) ms"
 
   # Warm-up (page cache, binaries): each client once on one image.
   head -n 1 "$work/small.records" >"$work/warm.records"
-  import_target
+  import_fresh_prod
   import_os_import "$work/warm.records" "$work/warm.out" --to "$IMPORT_PROD/warm/os"
   import_pairs small "$IMPORT_PROD" warm/skopeo | head -n 1 >"$work/pairs"
   import_skopeo_seq "$work/pairs" "$work/warm.log"
@@ -515,36 +419,32 @@ bench_import() {
   import_cosign_copy "$work/pairs" "$work/warm.log"
   import_pairs small "$IMPORT_PROD" warm/oras | head -n 1 >"$work/pairs"
   import_oras_cp "$work/pairs" "$work/warm.log"
-  import_target_done warm
 
-  local round
-  for ((round = 1; round <= runs; round++)); do
-    say "import: round $round/$runs: small (signed) set"
-    import_round_os small "$round"
-    import_round_peer small skopeo-seq import_skopeo_seq "$round"
-    import_round_peer small skopeo-par import_skopeo_par "$round"
-    import_round_peer small cosign import_cosign_copy "$round"
-    import_round_peer small oras import_oras_cp "$round"
-    say "import: round $round/$runs, small (ms): os-import $(last_ms small:os-import) (again $(last_ms again:os-import), --no-signatures $(last_ms again:os-import-nosig), skopeo sync no-op $(last_ms again:skopeo-sync)), skopeo $(last_ms small:skopeo-seq), skopeo -P4 $(last_ms small:skopeo-par), cosign copy $(last_ms small:cosign), oras cp -r $(last_ms small:oras)"
-    say "import: round $round/$runs: large set"
-    import_round_os large "$round"
-    import_round_peer large skopeo-seq import_skopeo_seq "$round"
-    import_round_peer large skopeo-par import_skopeo_par "$round"
-    say "import: round $round/$runs, large (ms): os-import $(last_ms large:os-import), skopeo $(last_ms large:skopeo-seq), skopeo -P4 $(last_ms large:skopeo-par)"
-    say "import: round $round/$runs: shared-base set"
-    import_round_os shared "$round"
-    import_round_peer shared skopeo-seq import_skopeo_seq "$round"
-    import_round_peer shared skopeo-par import_skopeo_par "$round"
-    import_round_same os-import "$round"
-    import_round_same skopeo-seq "$round"
-    say "import: round $round/$runs, shared (ms): os-import $(last_ms shared:os-import), skopeo $(last_ms shared:skopeo-seq), skopeo -P4 $(last_ms shared:skopeo-par); same registry: os-import $(last_ms same:os-import), skopeo $(last_ms same:skopeo-seq)"
+  say "import: $runs run$([ "$runs" -eq 1 ] || echo s) of each of ${#IMPORT_KEYS[@]} contenders, each on a fresh prod (made in hyperfine's --prepare)"
+  export BIN OS_IMPORT IMPORT_WORK IMPORT_DEV IMPORT_DEV_PID IMPORT_HOME IMPORT_KEY IMPORT_PASSWORD IMPORT_TAG \
+    IMPORT_N_SMALL HARNESS_CONTROL REG_ACCEPT REG_OCI_INDEX REG_PROG
+  export -f import_run import_check import_next import_fresh_prod harness_restart import_os_import \
+    import_skopeo_copy_args import_skopeo_seq import_skopeo_par import_cosign_copy import_oras_cp import_skopeo_sync import_cosign \
+    import_pairs import_check_images import_carried import_check_records hf_cpu_us hf_wchar hf_cpu_open \
+    hf_cpu_close reg_die
+  export SKOPEO_COPY_ARGS="${SKOPEO_COPY[*]}"
+  IMPORT_JSON=$work/import.json
+  local key contenders=()
+  for key in "${IMPORT_KEYS[@]}"; do
+    contenders+=(--prepare "import_next $key" -n "$key" "import_run $key")
   done
+  hf_run "$IMPORT_JSON" --runs "$runs" "${contenders[@]}"
+  hf_cpu_close
+  # The last run, which no --prepare came after.
+  local last=()
+  read -r -a last <"$work/run"
+  import_check "${last[@]}"
+  rm -f -- "$work/run"
+  [ ! -s "$work/stderr.lines" ] || mapfile -t IMPORT_STDERR <"$work/stderr.lines"
 
   # Memory: one image, one 1 GiB layer, once each, under /usr/bin/time -v.
   say "import: 1 GiB layer, os-import then skopeo, under /usr/bin/time -v"
-  local huge_digest
-  read -r _ huge_digest <"$work/huge.set"
-  import_target
+  import_fresh_prod
   IMPORT_REQUEST_COST=$(import_request_cost)
   /usr/bin/time -v -o "$work/huge.os.time" "$OS_IMPORT" --to "$IMPORT_PROD/huge" \
     <"$work/huge.records" >"$work/huge.os-import" 2>"$work/huge.os-import.err" ||
@@ -552,16 +452,21 @@ bench_import() {
   local huge_counters
   huge_counters=$(import_check_records "$work/huge.os-import" "os-import (1 GiB layer)" huge)
   import_check_images huge "$IMPORT_PROD" huge "os-import (1 GiB layer)"
-  import_target_done huge:os-import
-  import_target
+  import_fresh_prod
   import_pairs huge "$IMPORT_PROD" huge >"$work/pairs"
   local src dst
   read -r src dst <"$work/pairs"
   /usr/bin/time -v -o "$work/huge.skopeo.time" "${SKOPEO_COPY[@]}" "docker://$src" "docker://$dst" \
     >"$work/huge.skopeo.log" 2>&1 || reg_die "skopeo copy of the 1 GiB image failed: $(tail -n 5 "$work/huge.skopeo.log")"
   import_check_images huge "$IMPORT_PROD" huge "skopeo (1 GiB layer)"
-  import_target_done huge:skopeo
-  reg_stop dev
+  harness_stop
+
+  # What the report shows of the last runs (written by import_check).
+  local -A note=() carried=()
+  for key in "${IMPORT_KEYS[@]}"; do
+    [ ! -e "$work/note.$key" ] || note[$key]=$(<"$work/note.$key")
+    [ ! -e "$work/carried.$key" ] || carried[$key]=$(<"$work/carried.$key")
+  done
 
   # --- report ---
   local cosign_version skopeo_version oras_version
@@ -571,9 +476,9 @@ bench_import() {
   echo
   echo "import: dev -> prod on two docker-registry instances on loopback; every contender of every round gets a fresh prod registry; $runs round$([ "$runs" -eq 1 ] || echo s), median wall time"
   echo "  $("$OS_IMPORT" --version) (one process, the set's records from os-digest on stdin, --jobs 8, the default); skopeo $skopeo_version (copy --all --preserve-digests); cosign $cosign_version (copy, per image); oras $oras_version (cp -r, per image)"
-  echo "  $(docker-registry --version | awk '{ print "docker-registry", $NF }'); nproc $(nproc); load average $load at the start"
+  echo "  $(docker-registry --version | awk '{ print "docker-registry", $NF }'); $(hyperfine --version); nproc $(nproc); load average $load at the start"
   echo "  registry storage: $storage"
-  echo "  client cpu: user + system of the contender's processes (their rusage, as /usr/bin/time reports it); target cpu: of the prod registry meanwhile; wrote: bytes the prod registry wrote (its storage and sockets, from /proc/PID/io) -- about what it was sent"
+  echo "  client cpu: user + system of the contender's processes (hyperfine's mean over the rounds); target cpu: of the prod registry meanwhile (median, /proc/PID/stat); wrote: bytes the prod registry wrote meanwhile (its storage and sockets, from /proc/PID/io) -- about what it was sent"
   echo
   local small_mib large_mib
   small_mib=$(mib "${IMPORT_BYTES[small]}")
@@ -585,116 +490,108 @@ bench_import() {
     "small:skopeo-par|skopeo copy x$IMPORT_N_SMALL, 4 in parallel" \
     "small:cosign|cosign copy x$IMPORT_N_SMALL, sequential" \
     "small:oras|oras cp -r x$IMPORT_N_SMALL, sequential"
-  local key sigs refs
+  local sigs refs
   echo "  carried at the target (last round; of $IMPORT_N_SMALL images): cosign signature tag / OCI 1.1 referrer"
   for key in os-import skopeo-seq skopeo-par cosign oras; do
-    read -r sigs refs <<<"${IMPORT_CARRIED[small:$key]}"
+    read -r sigs refs <<<"${carried[small:$key]}"
     printf '    %-12s %2s / %2s\n' "$key" "$sigs" "$refs"
   done
-  echo "  os-import's events (last round): $(import_counters "${IMPORT_NOTE[small:os-import]}")"
+  echo "  os-import's events (last round): $(import_counters "${note[small:os-import]}")"
   echo
   echo "large: 5 images x 2 layers x 64 MiB ($large_mib MiB)"
   import_table large:os-import \
     "large:os-import|os-import, 1 process, 5 records" \
     "large:skopeo-seq|skopeo copy x5, sequential" \
     "large:skopeo-par|skopeo copy x5, 4 in parallel"
-  echo "  os-import's events (last round): $(import_counters "${IMPORT_NOTE[large:os-import]}")"
+  echo "  os-import's events (last round): $(import_counters "${note[large:os-import]}")"
   echo
   echo "shared: 20 services (bench/shared/svc1..20, different repositories of dev) sharing 2 base layers of 16 MiB, each with its own 4 MiB layer: $(mib "${IMPORT_UNIQUE[shared]}") MiB distinct, $(mib "${IMPORT_BYTES[shared]}") MiB if every image is sent whole"
   import_table shared:os-import \
     "shared:os-import|os-import, dev -> prod" \
     "shared:skopeo-seq|skopeo copy x20, sequential, dev -> prod" \
     "shared:skopeo-par|skopeo copy x20, 4 in parallel, dev -> prod"
-  echo "  os-import's events, dev -> prod (last round): $(import_counters "${IMPORT_NOTE[shared:os-import]}")"
+  echo "  os-import's events, dev -> prod (last round): $(import_counters "${note[shared:os-import]}")"
   echo "  same registry (dev/bench/shared/svcN -> dev/promoted/...; target cpu and wrote are dev's):"
   import_table same:os-import \
     "same:os-import|os-import, dev -> dev" \
     "same:skopeo-seq|skopeo copy x20, sequential, dev -> dev"
-  echo "  os-import's events, dev -> dev (last round): $(import_counters "${IMPORT_NOTE[same:os-import]}")"
+  echo "  os-import's events, dev -> dev (last round): $(import_counters "${note[same:os-import]}")"
   echo
-  echo "re-promotion: the small set again, onto the prod os-import just filled"
+  echo "re-promotion: the small set again, onto a fresh prod os-import just filled"
   import_table again:os-import \
     "again:os-import|os-import, 1 process, $IMPORT_N_SMALL records" \
     "again:os-import-nosig|os-import --no-signatures (image only)" \
     "again:skopeo-sync|skopeo sync (yaml, $IMPORT_N_SMALL repos, image only)"
-  echo "  os-import's events (last round): $(import_counters "${IMPORT_NOTE[again:os-import]}"); skopeo sync: ${IMPORT_NOTE[again:skopeo-sync]}"
-  local key source_cpu=()
-  for key in again:os-import again:os-import-nosig again:skopeo-sync; do
-    read -r -a samples <<<"${IMPORT_SOURCE_CPU[$key]}"
-    source_cpu+=("$(import_median "${samples[@]}")")
-  done
-  echo "  the source registry (dev) meanwhile, median cpu ms: os-import $(fmt_ms "${source_cpu[0]}"), --no-signatures $(fmt_ms "${source_cpu[1]}"), skopeo sync $(fmt_ms "${source_cpu[2]}")"
+  echo "  os-import's events (last round): $(import_counters "${note[again:os-import]}"); skopeo sync: ${note[again:skopeo-sync]}"
+  echo "  the source registry (dev) meanwhile, median cpu ms: os-import $(hf_cpu_median source:again:os-import), --no-signatures $(hf_cpu_median source:again:os-import-nosig), skopeo sync $(hf_cpu_median source:again:skopeo-sync)"
   echo "  one request costs this registry $IMPORT_REQUEST_COST ms of CPU even when it touches no storage (400 HEAD /v2/, one kept-alive curl connection): a signed no-op asks three tags per image at the target (the image's, its .sig, its referrers' fallback index) and two at the source, an image-only one (os-import --no-signatures, skopeo sync) one"
   echo
   local os_rss sk_rss os_cpu sk_cpu os_wall sk_wall
   os_rss=$(time_field "$work/huge.os.time" "Maximum resident set size")
   sk_rss=$(time_field "$work/huge.skopeo.time" "Maximum resident set size")
-  os_cpu=$(awk -v u="$(time_field "$work/huge.os.time" "User time")" -v s="$(time_field "$work/huge.os.time" "System time")" 'BEGIN { printf "%.2f", u + s }')
-  sk_cpu=$(awk -v u="$(time_field "$work/huge.skopeo.time" "User time")" -v s="$(time_field "$work/huge.skopeo.time" "System time")" 'BEGIN { printf "%.2f", u + s }')
+  os_cpu=$(jq -n "$(time_field "$work/huge.os.time" "User time") + $(time_field "$work/huge.os.time" "System time")")
+  sk_cpu=$(jq -n "$(time_field "$work/huge.skopeo.time" "User time") + $(time_field "$work/huge.skopeo.time" "System time")")
   os_wall=$(time_field "$work/huge.os.time" "Elapsed (wall clock)")
   sk_wall=$(time_field "$work/huge.skopeo.time" "Elapsed (wall clock)")
   echo "memory: one image with one 1 GiB layer, once, /usr/bin/time -v"
   printf '  %-46s %14s %10s %10s\n' contender "max RSS (MiB)" "cpu s" "wall"
-  printf '  %-46s %14s %10s %10s\n' "os-import" "$(awk -v k="$os_rss" 'BEGIN { printf "%.1f", k / 1024 }')" "$os_cpu" "$os_wall"
-  printf '  %-46s %14s %10s %10s\n' "skopeo copy" "$(awk -v k="$sk_rss" 'BEGIN { printf "%.1f", k / 1024 }')" "$sk_cpu" "$sk_wall"
+  printf '  %-46s %14.1f %10.2f %10s\n' "os-import" "$(jq -n "$os_rss / 1024")" "$os_cpu" "$os_wall"
+  printf '  %-46s %14.1f %10.2f %10s\n' "skopeo copy" "$(jq -n "$sk_rss / 1024")" "$sk_cpu" "$sk_wall"
   echo "  os-import's event: $(import_counters "$huge_counters")"
 
   # --- targets ---
-  local os seq par cos oras os_l seq_l par_l again sync os_c seq_c
-  os=$(median_ms WALL small:os-import)
-  seq=$(median_ms WALL small:skopeo-seq)
-  par=$(median_ms WALL small:skopeo-par)
-  cos=$(median_ms WALL small:cosign)
-  oras=$(median_ms WALL small:oras)
-  os_l=$(median_ms WALL large:os-import)
-  seq_l=$(median_ms WALL large:skopeo-seq)
-  par_l=$(median_ms WALL large:skopeo-par)
-  again=$(median_ms WALL again:os-import)
-  sync=$(median_ms WALL again:skopeo-sync)
-  local again_nosig
-  again_nosig=$(median_ms WALL again:os-import-nosig)
-  os_c=$(median_ms CLIENT small:os-import)
-  seq_c=$(median_ms CLIENT small:skopeo-seq)
-  local os_c_l seq_c_l
-  os_c_l=$(median_ms CLIENT large:os-import)
-  seq_c_l=$(median_ms CLIENT large:skopeo-seq)
-  local samples=() os_shared skopeo_shared unique_shared
-  read -r -a samples <<<"${IMPORT_WROTE[shared:os-import]}"
-  os_shared=$(import_median "${samples[@]}")
-  read -r -a samples <<<"${IMPORT_WROTE[shared:skopeo-seq]}"
-  skopeo_shared=$(import_median "${samples[@]}")
-  unique_shared=${IMPORT_UNIQUE[shared]}
-  local same_copied same_mounted
-  read -r _ same_copied same_mounted _ _ <<<"${IMPORT_NOTE[same:os-import]}"
-  local again_bytes again_copied
-  read -r again_bytes again_copied _ _ _ <<<"${IMPORT_NOTE[again:os-import]}"
+  local os seq par cos oras os_l seq_l par_l again sync again_nosig os_c seq_c os_c_l seq_c_l
+  os=$(hf_stat "$IMPORT_JSON" small:os-import median)
+  seq=$(hf_stat "$IMPORT_JSON" small:skopeo-seq median)
+  par=$(hf_stat "$IMPORT_JSON" small:skopeo-par median)
+  cos=$(hf_stat "$IMPORT_JSON" small:cosign median)
+  oras=$(hf_stat "$IMPORT_JSON" small:oras median)
+  os_l=$(hf_stat "$IMPORT_JSON" large:os-import median)
+  seq_l=$(hf_stat "$IMPORT_JSON" large:skopeo-seq median)
+  par_l=$(hf_stat "$IMPORT_JSON" large:skopeo-par median)
+  again=$(hf_stat "$IMPORT_JSON" again:os-import median)
+  sync=$(hf_stat "$IMPORT_JSON" again:skopeo-sync median)
+  again_nosig=$(hf_stat "$IMPORT_JSON" again:os-import-nosig median)
+  os_c=$(hf_client_cpu "$IMPORT_JSON" small:os-import)
+  seq_c=$(hf_client_cpu "$IMPORT_JSON" small:skopeo-seq)
+  os_c_l=$(hf_client_cpu "$IMPORT_JSON" large:os-import)
+  seq_c_l=$(hf_client_cpu "$IMPORT_JSON" large:skopeo-seq)
+  local os_shared skopeo_shared unique_shared=${IMPORT_UNIQUE[shared]}
+  os_shared=$(hf_sample shared:os-import 3)
+  skopeo_shared=$(hf_sample shared:skopeo-seq 3)
+  local same_copied same_mounted again_bytes again_copied
+  read -r _ same_copied same_mounted _ _ <<<"${note[same:os-import]}"
+  read -r again_bytes again_copied _ _ _ <<<"${note[again:os-import]}"
   echo
   echo "targets:"
-  bench_target "small: os-import at least 1.4x faster than sequential skopeo ($(ratio "$seq" "$os"))" "$seq" "$os" 'a >= 1.4 * b'
-  bench_target "small: os-import faster than 4-parallel skopeo ($(ratio "$par" "$os"))" "$par" "$os" 'a > b'
-  bench_target "large: os-import at least 1.4x faster than sequential skopeo ($(ratio "$seq_l" "$os_l"))" "$seq_l" "$os_l" 'a >= 1.4 * b'
-  bench_target "large: os-import faster than 4-parallel skopeo ($(ratio "$par_l" "$os_l"))" "$par_l" "$os_l" 'a > b'
-  bench_target "signed: os-import faster than cosign copy ($(ratio "$cos" "$os"))" "$cos" "$os" 'a > b'
-  bench_target "signed: os-import faster than oras cp -r ($(ratio "$oras" "$os"))" "$oras" "$os" 'a > b'
-  read -r sigs refs <<<"${IMPORT_CARRIED[small:os-import]}"
-  bench_target "signed: os-import carries what cosign copy and oras cp -r carry together (signatures $sigs/$IMPORT_N_SMALL, referrers $refs/$IMPORT_N_SMALL; cosign copy $(cut -d' ' -f1 <<<"${IMPORT_CARRIED[small:cosign]}")/$(cut -d' ' -f2 <<<"${IMPORT_CARRIED[small:cosign]}"), oras $(cut -d' ' -f1 <<<"${IMPORT_CARRIED[small:oras]}")/$(cut -d' ' -f2 <<<"${IMPORT_CARRIED[small:oras]}"))" \
+  hf_target "small: os-import at least 1.4x faster than sequential skopeo ($(ratio "$seq" "$os"))" "$seq" "$os" 'a >= 1.4 * b'
+  hf_target "small: os-import faster than 4-parallel skopeo ($(ratio "$par" "$os"))" "$par" "$os" 'a > b'
+  hf_target "large: os-import at least 1.4x faster than sequential skopeo ($(ratio "$seq_l" "$os_l"))" "$seq_l" "$os_l" 'a >= 1.4 * b'
+  hf_target "large: os-import faster than 4-parallel skopeo ($(ratio "$par_l" "$os_l"))" "$par_l" "$os_l" 'a > b'
+  hf_target "signed: os-import faster than cosign copy ($(ratio "$cos" "$os"))" "$cos" "$os" 'a > b'
+  hf_target "signed: os-import faster than oras cp -r ($(ratio "$oras" "$os"))" "$oras" "$os" 'a > b'
+  local cs cr osig oref
+  read -r sigs refs <<<"${carried[small:os-import]}"
+  read -r cs cr <<<"${carried[small:cosign]}"
+  read -r osig oref <<<"${carried[small:oras]}"
+  hf_target "signed: os-import carries what cosign copy and oras cp -r carry together (signatures $sigs/$IMPORT_N_SMALL, referrers $refs/$IMPORT_N_SMALL; cosign copy $cs/$cr, oras $osig/$oref)" \
     "$((sigs + refs))" "$((2 * IMPORT_N_SMALL))" 'a == b'
-  bench_target "small: os-import's client CPU at most 1/3 of sequential skopeo's ($os_c ms vs $seq_c ms: $(ratio "$os_c" "$seq_c"); large: $os_c_l vs $seq_c_l ms, $(ratio "$os_c_l" "$seq_c_l"))" \
+  hf_target "small: os-import's client CPU at most 1/3 of sequential skopeo's ($os_c ms vs $seq_c ms: $(ratio "$os_c" "$seq_c"); large: $os_c_l vs $seq_c_l ms, $(ratio "$os_c_l" "$seq_c_l"))" \
     "$os_c" "$seq_c" 'a * 3 <= b'
-  bench_target "shared: the shared base layers sent once, dev -> prod (prod wrote $(mib "$os_shared") MiB for os-import, $(mib "$skopeo_shared") MiB for sequential skopeo; $(mib "$unique_shared") MiB distinct)" \
+  hf_target "shared: the shared base layers sent once, dev -> prod (prod wrote $(mib "$os_shared") MiB for os-import, $(mib "$skopeo_shared") MiB for sequential skopeo; $(mib "$unique_shared") MiB distinct)" \
     "$os_shared" "$unique_shared" 'a <= 1.1 * b'
-  bench_target "shared: same-registry promotion mounts every blob (os-import: $same_mounted mounted, $same_copied copied)" \
-    "$same_copied" "$same_mounted" 'a == 0 && b > 0'
-  bench_target "re-promotion: os-import at least 20x faster than its first promotion ($(ratio "$os" "$again"); sent $again_bytes bytes, $again_copied blobs)" \
+  hf_target "shared: same-registry promotion mounts every blob (os-import: $same_mounted mounted, $same_copied copied)" \
+    "$same_copied" "$same_mounted" 'a == 0 and b > 0'
+  hf_target "re-promotion: os-import at least 20x faster than its first promotion ($(ratio "$os" "$again"); sent $again_bytes bytes, $again_copied blobs)" \
     "$os" "$again" 'a >= 20 * b'
-  bench_target "re-promotion: os-import --no-signatures at least 3x faster than the skopeo sync no-op, the same no-op: both check only the image ($(ratio "$sync" "$again_nosig"); with signatures and referrers also checked at both ends, $(ratio "$sync" "$again"))" \
+  hf_target "re-promotion: os-import --no-signatures at least 3x faster than the skopeo sync no-op, the same no-op: both check only the image ($(ratio "$sync" "$again_nosig"); with signatures and referrers also checked at both ends, $(ratio "$sync" "$again"))" \
     "$sync" "$again_nosig" 'a >= 3 * b'
-  bench_target "memory: os-import's peak RSS under 32 MiB with a 1 GiB layer ($(awk -v k="$os_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB; skopeo $(awk -v k="$sk_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB)" \
+  hf_target "memory: os-import's peak RSS under 32 MiB with a 1 GiB layer ($(printf '%.1f' "$(jq -n "$os_rss / 1024")") MiB; skopeo $(printf '%.1f' "$(jq -n "$sk_rss / 1024")") MiB)" \
     "$os_rss" 32768 'a < b'
   if [ "${#IMPORT_STDERR[@]}" -gt 0 ]; then
     echo "os-import wrote on stderr (not a terminal; it should be quiet):"
     printf '  %s\n' "${IMPORT_STDERR[@]}"
   fi
   echo "checked: every contender's target holds every image's exact manifest bytes (sha256 of the bytes at prod = the source digest); os-import's records carry an import event and no error, and its targets every signature and referrer"
-  say "import: took $(fmt_ms $(($(now_us) - started))) ms"
+  say "import: took $(us_ms $((${EPOCHREALTIME//[!0-9]/} - started))) ms"
 }

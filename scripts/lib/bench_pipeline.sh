@@ -20,8 +20,7 @@
 # Sourced by scripts/bench after its helpers (say, now_us, bench_stats,
 # fmt_ms, bench_target, registry_storage, children_cpu_us, process_cpu_us,
 # median_ms and MEASURE_*, sign_check_cosign_verify) and the release build
-# ($BIN); uses import_blob and import_push_blob from
-# scripts/lib/bench_import.sh and reg_* from scripts/lib/registry.sh.
+# ($BIN); uses reg_* from scripts/lib/registry.sh.
 # Defines bench_pipeline.
 #
 # Variables set here are read across functions:
@@ -50,6 +49,40 @@ pipeline_now() {
 pipeline_cosign() { HOME=$PIPELINE_HOME COSIGN_PASSWORD=$PIPELINE_PASSWORD cosign "$@" </dev/null; }
 
 # --- dev: the images, pushed once ---------------------------------------------
+
+# import_blob SEED SIZE FILE: SIZE incompressible bytes (AES-128-CTR
+# keystream keyed by SEED) into FILE; prints the digest. Same SEED and SIZE,
+# same bytes.
+import_blob() {
+  local seed=$1 size=$2 file=$3 key sum
+  key=$(printf '%s' "$seed" | sha256sum)
+  key=${key:0:32}
+  sum=$(head -c "$size" /dev/zero |
+    openssl enc -aes-128-ctr -K "$key" -iv 00000000000000000000000000000000 |
+    tee "$file" | sha256sum)
+  printf 'sha256:%s\n' "${sum%% *}"
+}
+
+# import_push_blob HOST REPO DIGEST FILE [FROM]: the blob at HOST/REPO,
+# mounted from FROM (a repository of HOST) when given, else uploaded (POST,
+# then one streaming PUT); skipped when already there.
+import_push_blob() {
+  local host=$1 repo=$2 digest=$3 file=$4 from=${5:-} base="http://$1/v2/$2" status location
+  status=$(curl -s -o /dev/null -w '%{http_code}' -I "$base/blobs/$digest")
+  [ "$status" = 200 ] && return 0
+  if [ -n "$from" ]; then
+    status=$(curl -s -X POST -o /dev/null -w '%{http_code}' "$base/blobs/uploads/?mount=$digest&from=$from")
+    [ "$status" = 201 ] && return 0
+    reg_die "mounting $digest from $from into $host/$repo answered $status"
+  fi
+  location=$(curl -fsS -X POST -o /dev/null -w '%header{location}' "$base/blobs/uploads/") ||
+    reg_die "POST $base/blobs/uploads/ failed"
+  case $location in /*) location="http://$host$location" ;; esac
+  case $location in *\?*) location="$location&digest=$digest" ;; *) location="$location?digest=$digest" ;; esac
+  curl -fsS -X PUT -o /dev/null -H 'Content-Type: application/octet-stream' -T "$file" "$location" ||
+    reg_die "uploading $digest ($file) to $base failed"
+}
+
 
 # pipeline_seed: pushes the services' images to dev as seed/svcNN:TAG, each
 # with its own 3 incompressible 8 MiB layers and a config naming it. Writes

@@ -14,10 +14,6 @@
 #   reg_stop NAME                             stops it early (reg_init's trap does it otherwise)
 #   reg_build_layout DIR TAG SERVICE [SEED]   writes an OCI layout; sets REG_LAYOUT_DIGEST
 #   reg_push_layout DIR TAG HOST REPO         skopeo copy --preserve-digests to HOST/REPO:TAG
-#   reg_push_blobs DIR MANIFEST HOST REPO     the config and layers MANIFEST names (curl)
-#   reg_push_variants DIR TAG HOST REPO PREFIX N
-#                                             N different manifests (one annotation apart) under
-#                                             PREFIX1..N; prints "HOST/REPO:TAG DIGEST" lines
 #   reg_now_ms                                wall clock in ms (for timings)
 #
 # Registries serve plain HTTP on a free loopback port, store into a temp dir,
@@ -278,67 +274,4 @@ reg_push_layout() {
   local layout=$1 tag=$2 host=$3 repo=$4
   skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
     "oci:$layout:$tag" "docker://$host/$repo:$tag" >&2
-}
-
-# reg_push_blobs LAYOUT MANIFEST HOST REPO: uploads the config and layers
-# MANIFEST (a file) names from LAYOUT to HOST/REPO (monolithic POST + PUT),
-# skipping those already there.
-reg_push_blobs() {
-  local layout=$1 manifest=$2 host=$3 repo=$4
-  local base="http://$host/v2/$repo" blob blobs location status
-  mapfile -t blobs < <(jq -r '.config.digest, .layers[].digest' "$manifest")
-  [ "${#blobs[@]}" -gt 0 ] || reg_die "reg_push_blobs: $manifest names no blobs"
-  for blob in "${blobs[@]}"; do
-    status=$(curl -s -o /dev/null -w '%{http_code}' -I "$base/blobs/$blob")
-    [ "$status" = 200 ] && continue
-    location=$(curl -fsS -X POST -o /dev/null -w '%header{location}' "$base/blobs/uploads/")
-    [ -n "$location" ] || reg_die "POST $base/blobs/uploads/ gave no Location"
-    case $location in /*) location="http://$host$location" ;; esac
-    case $location in *\?*) location="$location&digest=$blob" ;; *) location="$location?digest=$blob" ;; esac
-    curl -fsS -X PUT -o /dev/null -H 'Content-Type: application/octet-stream' \
-      --data-binary "@$layout/blobs/sha256/${blob#sha256:}" "$location" ||
-      reg_die "uploading $blob to $base failed"
-  done
-}
-
-# reg_push_variants DIR TAG HOST REPO PREFIX COUNT: pushes COUNT different
-# manifests of the layout's TAG to HOST/REPO:PREFIX1..PREFIXCOUNT. Each is
-# the layout's manifest with one more annotation (dev.onestream.variant =
-# REPO:PREFIXi), so every tag has its own digest while the blobs are
-# uploaded once. One jq and one curl process whatever COUNT; checks the
-# registry's Docker-Content-Digest for each. Prints "HOST/REPO:TAG DIGEST"
-# per variant.
-reg_push_variants() {
-  local layout=$1 tag=$2 host=$3 repo=$4 prefix=$5 count=$6
-  [[ $count =~ ^[1-9][0-9]*$ ]] || reg_die "reg_push_variants: bad count: $count"
-  [[ $prefix =~ ^[A-Za-z0-9_][A-Za-z0-9._-]*$ ]] || reg_die "reg_push_variants: bad tag prefix: $prefix"
-  local base="http://$host/v2/$repo" digest manifest media work
-  digest=$(reg_layout_manifest "$layout" "$tag")
-  manifest=$layout/blobs/sha256/${digest#sha256:}
-  media=$(jq -r '.mediaType // empty' "$manifest")
-  [ -n "$media" ] || media=$REG_OCI_MANIFEST
-  reg_push_blobs "$layout" "$manifest" "$host" "$repo"
-  reg_mktemp work
-  local lines i=0 line
-  mapfile -t lines < <(jq -c --arg who "$repo:$prefix" --argjson n "$count" \
-    'range(1; $n + 1) as $i | .annotations["dev.onestream.variant"] = "\($who)\($i)"' "$manifest")
-  [ "${#lines[@]}" -eq "$count" ] || reg_die "reg_push_variants: jq made ${#lines[@]} manifests, not $count"
-  local args=() want=() sum
-  for line in "${lines[@]}"; do
-    i=$((i + 1))
-    printf '%s' "$line" >"$work/$i.json"
-    sum=$(sha256sum <"$work/$i.json")
-    want+=("sha256:${sum%% *}")
-    args+=(-T "$work/$i.json" -o /dev/null "$base/manifests/$prefix$i")
-  done
-  local out
-  out=$(curl -sS -H "Content-Type: $media" -w '%{http_code} %header{docker-content-digest}\n' "${args[@]}")
-  mapfile -t lines <<<"$out"
-  [ "${#lines[@]}" -eq "$count" ] || reg_die "pushing variants to $base: expected $count answers, got: $out"
-  for ((i = 1; i <= count; i++)); do
-    [ "${lines[i - 1]}" = "201 ${want[i - 1]}" ] ||
-      reg_die "pushing $repo:$prefix$i to $host: got '${lines[i - 1]}', expected '201 ${want[i - 1]}'"
-    printf '%s/%s:%s%s %s\n' "$host" "$repo" "$prefix" "$i" "${want[i - 1]}"
-  done
-  rm -rf -- "$work"
 }
