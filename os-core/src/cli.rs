@@ -8,14 +8,16 @@ use std::fmt::Display;
 use std::io::{BufRead, IsTerminal as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::builder::PossibleValue;
 
+use crate::azure::{CredentialKind, RegistrySignIn};
 use crate::http::RetryPolicy;
 use crate::oci::credentials::Credential;
-use crate::oci::registry::RegistryOptions;
+use crate::oci::registry::{EntraSignIn, RegistryOptions};
 use crate::pipeline::{RunOptions, Step, driver, exit};
-use crate::signing::azure::CredentialKind;
+use crate::steps::import::Via;
 use crate::steps::sign::Storage;
 use crate::steps::verify::Identity;
 
@@ -100,7 +102,7 @@ macro_rules! value_enums {
         }
     )*};
 }
-value_enums!(CredentialKind, Storage, Identity);
+value_enums!(CredentialKind, Storage, Identity, Via);
 
 /// Flags shared by every tool: registry access, concurrency, verbosity.
 #[derive(Debug, Clone, clap::Args)]
@@ -124,6 +126,13 @@ pub struct CommonArgs {
     /// then come from the arguments).
     #[arg(long, requires = "username", global = true)]
     pub password_stdin: bool,
+
+    /// Which Azure credential the tool uses: for azurekms:// keys, for
+    /// Resource Manager, and to sign in to Azure Container Registries that
+    /// no docker credential covers (auto tries environment,
+    /// workload-identity, managed-identity, azure-cli in turn).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = CredentialKind::Auto, global = true)]
+    pub azure_credential: CredentialKind,
 
     /// How many records (and requests) to work on at once.
     #[arg(short = 'j', long, default_value_t = 8, value_name = "N", global = true,
@@ -200,6 +209,7 @@ impl CommonArgs {
             insecure_registries: self.insecure_registries.clone(),
             ca_files: self.ca_files.clone(),
             credential,
+            entra: Some(EntraSignIn(Arc::new(RegistrySignIn::new(self.azure_credential)))),
             retry: RetryPolicy::default(),
         })
     }
@@ -237,9 +247,52 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A duration flag, as kubectl writes them: `300s`, `5m`, `1h30m`, `90` (seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let bad = || format!("expected a duration like 300s, 5m or 1h30m, got {text:?}");
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        total = total.saturating_add(value.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn durations_parse_like_kubectl() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("20"), Ok(Duration::from_secs(20)));
+        for bad in ["", "5x", "m", "0s", "5m3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn help_lists_the_exit_codes_after_the_examples() {

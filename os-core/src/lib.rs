@@ -11,12 +11,15 @@
 //! - [`oci`]: where images live (registries and OCI layouts), by digest:
 //!   the `os-oci` crate, which knows nothing of records or flags;
 //! - [`signing`] and [`kube`]: keys and signature formats; Kubernetes
-//!   manifests and kubectl.
+//!   manifests and kubectl;
+//! - [`azure`]: Entra ID credentials and the Azure services the steps call
+//!   (Key Vault for signing, Resource Manager for ACR's server-side import).
 //!
 //! [`http`] (in `os-oci` too) is the floor everything that talks HTTP
 //! stands on: one retry policy, one loopback rule. `ARCHITECTURE.md` draws
 //! the whole house.
 
+pub mod azure;
 pub mod cli;
 pub mod kube;
 pub mod pipeline;
@@ -36,16 +39,23 @@ pub use os_oci::http;
 mod architecture {
     use std::path::Path;
 
-    const ROOMS: [(&str, &[&str]); 6] = [
+    const ROOMS: [(&str, &[&str]); 7] = [
         ("record", &["oci"]),
-        ("signing", &["oci", "http"]),
+        ("azure", &["oci", "http"]),
+        ("signing", &["azure", "oci", "http"]),
         ("kube", &[]),
         ("pipeline", &["record", "oci"]),
-        ("steps", &["pipeline", "record", "signing", "kube", "oci", "http"]),
-        ("cli.rs", &["steps", "pipeline", "signing", "oci", "http"]),
+        (
+            "steps",
+            &["pipeline", "record", "signing", "azure", "kube", "oci", "http"],
+        ),
+        (
+            "cli.rs",
+            &["steps", "pipeline", "signing", "azure", "oci", "http"],
+        ),
     ];
-    const ALL: [&str; 8] = [
-        "record", "signing", "kube", "pipeline", "steps", "cli", "oci", "http",
+    const ALL: [&str; 9] = [
+        "record", "azure", "signing", "kube", "pipeline", "steps", "cli", "oci", "http",
     ];
 
     fn sources(path: &Path, out: &mut Vec<(String, String)>) {

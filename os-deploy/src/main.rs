@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use os_core::cli::{self, key_value};
-use os_core::kube::kubectl::{self, Kubectl};
+use os_core::kube::kubectl::Kubectl;
 use os_core::pipeline::exit;
 use os_core::steps::deploy::{self, ApplyOptions, GitopsOptions, Options, RenderOutput};
 
@@ -46,7 +46,7 @@ enum Mode {
         #[arg(long, short = 'n', value_name = "NS")]
         namespace: String,
         /// How long each rollout may take (300s, 5m, 1h).
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = kubectl::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = cli::parse_duration)]
         timeout: std::time::Duration,
         /// The kubeconfig context to deploy to (default: the current one).
         #[arg(long, value_name = "CONTEXT")]

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use os_core::cli::{self, CommonArgs};
-use os_core::steps::import::{self, Destination, ImportOptions, Importer};
+use os_core::steps::import::{self, Destination, ImportOptions, Importer, ServerSideOptions, Via};
 
 /// Copy each record's artifact by digest — exact manifest bytes, every
 /// blob, every platform of an index, and its cosign signatures,
@@ -41,6 +41,34 @@ struct Args {
     #[arg(long, requires = "platforms")]
     allow_digest_change: bool,
 
+    /// How the image's bytes travel: this process copies them, or the
+    /// target Azure Container Registry imports them server-side (the
+    /// attachments are carried by this process either way).
+    #[arg(long, value_enum, value_name = "WAY", default_value_t = Via::Copy)]
+    via: Via,
+
+    /// The Azure subscription of the target registry (--via acr-import|auto).
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "AZURE_SUBSCRIPTION_ID",
+        hide_env_values = true
+    )]
+    subscription: Option<String>,
+
+    /// Azure Resource Manager's endpoint (sovereign clouds, tests).
+    #[arg(long, value_name = "URL", default_value = "https://management.azure.com")]
+    arm_endpoint: String,
+
+    /// --via acr-import: import even when a target tag names another
+    /// digest, moving it (ARM's mode Force; the event lists the tags moved).
+    #[arg(long)]
+    force: bool,
+
+    /// --via acr-import: how long one import operation may run.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = cli::parse_duration)]
+    timeout: std::time::Duration,
+
     /// Images to import ad hoc (resolved to digests first).
     #[arg(value_name = "REFERENCE")]
     references: Vec<String>,
@@ -52,6 +80,7 @@ struct Args {
 const EXAMPLES: &str = "\
   os-digest dev.example.com/onestream/iam:1.4.2 | os-sign --key k | os-import --to prod.example.com/onestream
   os-import --to prod.example.com/onestream dev.example.com/onestream/iam@sha256:…
+  os-import --to onestreamprod.azurecr.io/onestream --via acr-import --subscription $SUB < records
   os-import --to oci:./airgap dev.example.com/onestream/iam@sha256:…
   os-import --to dev.example.com/onestream oci:./build/iam:1.4.2
   os-import --to oci:./edge --platform linux/arm64 --allow-digest-change dev.example.com/onestream/iam:1.4.2";
@@ -76,13 +105,22 @@ fn main() -> ExitCode {
         (None, None) => Err("--to or --to-repo is required".to_string()),
     };
     let (tags, attachments, platforms) = (args.tags, !args.no_signatures, args.platforms);
+    let server_side = ServerSideOptions {
+        via: args.via,
+        subscription: args.subscription,
+        arm_endpoint: Some(args.arm_endpoint),
+        credential: args.common.azure_credential,
+        force: args.force,
+        timeout: args.timeout,
+    };
     cli::run_step_with(&args.common, args.references, |run| {
         let options = ImportOptions {
             destination: destination?,
             tags,
             attachments,
             platforms,
+            server_side,
         };
-        Ok::<_, String>(Importer::new(options, run))
+        Importer::new(options, run).map_err(|e| e.to_string())
     })
 }

@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use os_core::cli::{self, CommonArgs, key_value};
 use os_core::pipeline::{exit, runtime};
-use os_core::signing::azure::CredentialKind;
 use os_core::signing::key::{KeyRef, Password, Signer};
 use os_core::steps::sign::{self, SignOptions, Signing, Storage};
 
@@ -30,11 +29,6 @@ struct Args {
     /// (Azure Key Vault signs; the private key never leaves it).
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
-
-    /// Which Azure credential reaches an azurekms:// key (auto tries
-    /// environment, workload-identity, managed-identity, azure-cli in turn).
-    #[arg(long, value_enum, default_value_t = CredentialKind::Auto)]
-    azure_credential: CredentialKind,
 
     /// Annotation to sign along (repeatable); the record's source adds
     /// org.opencontainers.image.revision/source and dev.onestream.run.
@@ -67,10 +61,6 @@ enum Command {
     PublicKey {
         #[arg(long, value_name = "KEY")]
         key: String,
-
-        /// Which Azure credential reaches an azurekms:// key.
-        #[arg(long, value_enum, default_value_t = CredentialKind::Auto)]
-        azure_credential: CredentialKind,
     },
 }
 
@@ -91,19 +81,19 @@ fn main() -> ExitCode {
                 sign::write_key_pair(&output_key_prefix).map(|()| exit::SUCCESS),
             )
         }
-        Some(Command::PublicKey {
-            key,
-            azure_credential,
-        }) => {
+        Some(Command::PublicKey { key }) => {
             args.common.init_logging();
-            let pem = sign::public_key_pem(&key, azure_credential);
+            let pem = sign::public_key_pem(&key, args.common.azure_credential);
             cli::exit_with(sign::TOOL, pem.map(|pem| print!("{pem}")).map(|()| exit::SUCCESS))
         }
         None => cli::run_step_with(&args.common, args.references, |_| -> anyhow::Result<Signing> {
             let key = args.key.context("--key is required to sign (see --help)")?;
             let key: KeyRef = key.parse()?;
-            let signer =
-                runtime().block_on(Signer::load(&key, &Password::EnvOrPrompt, args.azure_credential))?;
+            let signer = runtime().block_on(Signer::load(
+                &key,
+                &Password::EnvOrPrompt,
+                args.common.azure_credential,
+            ))?;
             let options = SignOptions {
                 annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
                 storage: args.storage,

@@ -6,7 +6,6 @@ use clap::Parser;
 use os_core::cli::{self, CommonArgs, key_value};
 use os_core::oci::layout::Layout;
 use os_core::pipeline::runtime;
-use os_core::signing::azure::CredentialKind;
 use os_core::signing::key::{KeyRef, Password, PublicKey};
 use os_core::steps::verify::{self, Identity, SignatureSource, Verification, VerifyPolicy};
 
@@ -24,11 +23,6 @@ struct Args {
     /// any one may match.
     #[arg(long = "key", value_name = "KEY", required = true)]
     keys: Vec<String>,
-
-    /// Which Azure credential reaches an azurekms:// key (its public key is
-    /// fetched once; verification is local).
-    #[arg(long, value_enum, default_value_t = CredentialKind::Auto)]
-    azure_credential: CredentialKind,
 
     /// How the signed docker-reference must match the record's image.
     /// cosign verify does not check it at all (`any`).
@@ -78,7 +72,7 @@ fn main() -> ExitCode {
                         .block_on(PublicKey::load(
                             &key,
                             &Password::EnvOrPrompt,
-                            args.azure_credential,
+                            args.common.azure_credential,
                         ))
                         .with_context(|| format!("loading --key {text}"))
                 })

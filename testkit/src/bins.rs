@@ -88,6 +88,14 @@ pub fn tool(name: &str) -> assert_cmd::Command {
         "OS_REGISTRY_USERNAME",
         "OS_REGISTRY_PASSWORD",
         "OS_LOG",
+        "AZURE_SUBSCRIPTION_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+        "IDENTITY_ENDPOINT",
+        "IDENTITY_HEADER",
     ] {
         command.env_remove(variable);
     }

@@ -263,6 +263,13 @@ impl KeyVaultStandIn {
         issue(&self.state, audience)
     }
 
+    /// Whether a token is one this stand-in issued for `audience`: what a
+    /// service in front of it (ACR's token exchange) checks.
+    pub fn token_check(&self, audience: &str) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let (state, audience) = (Arc::clone(&self.state), audience.to_string());
+        move |token| state.tokens.lock().unwrap().get(token) == Some(&audience)
+    }
+
     /// Token requests at both token endpoints, answered or not.
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)

@@ -58,8 +58,20 @@ pub struct Options {
 
 enum Auth {
     None,
-    TlsBasic { user: String, password: String },
-    Token { user: String, password: String },
+    TlsBasic {
+        user: String,
+        password: String,
+    },
+    Token {
+        user: String,
+        password: String,
+    },
+    /// Token auth whose realm is ACR's `/oauth2/token` (its exchange set up
+    /// afterwards with [`TokenServer::accept_entra`]).
+    AcrToken {
+        user: String,
+        password: String,
+    },
 }
 
 /// A running `docker-registry` process.
@@ -105,6 +117,21 @@ impl TestRegistry {
     pub fn start_token(user: &str, password: &str) -> TestRegistry {
         Self::start_with(
             Auth::Token {
+                user: user.to_string(),
+                password: password.to_string(),
+            },
+            &Options::default(),
+        )
+    }
+
+    /// Plain HTTP with `auth: token` as an Azure Container Registry has it:
+    /// the realm is `/oauth2/token` of an in-process [`TokenServer`], which
+    /// also trades Entra tokens at `/oauth2/exchange` (what it accepts is
+    /// set through [`TestRegistry::token_server`]); `user`/`password` play
+    /// ACR's admin user, for the test's own pushes.
+    pub fn start_acr_token(user: &str, password: &str) -> TestRegistry {
+        Self::start_with(
+            Auth::AcrToken {
                 user: user.to_string(),
                 password: password.to_string(),
             },
@@ -167,15 +194,19 @@ impl TestRegistry {
                 ca_file = Some(ca);
                 cert_dir = Some(certs);
             }
-            Auth::Token { user, password } => {
+            Auth::Token { user, password } | Auth::AcrToken { user, password } => {
                 creds = Some((user.clone(), password.clone()));
                 let server = TokenServer::start(user, password, TOKEN_SERVICE, TOKEN_ISSUER);
+                let realm = match &auth {
+                    Auth::AcrToken { .. } => server.acr_realm(),
+                    _ => server.realm(),
+                };
                 let bundle = dir.path().join("token-ca.pem");
                 fs::write(&bundle, server.root_cert_pem()).unwrap();
                 extra.push_str(&format!(
                     "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
                      rootcertbundle: {}\n",
-                    yaml_str(&server.realm()),
+                    yaml_str(&realm),
                     yaml_str(TOKEN_SERVICE),
                     yaml_str(TOKEN_ISSUER),
                     yaml_path(&bundle)

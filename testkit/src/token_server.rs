@@ -12,6 +12,12 @@
 //!   is the fixed `test-refresh-token-<user>`), plus `service`, `scope`
 //!   (space separated) and `access_type=offline` for a refresh token.
 //!
+//! - With [`TokenServer::accept_entra`] (an Azure Container Registry's token
+//!   service): `POST /oauth2/exchange` with `grant_type=access_token`,
+//!   `service`, `tenant` and an Entra `access_token` the given check accepts
+//!   answers `{"refresh_token"}` (the user's), which `POST /oauth2/token`
+//!   (ACR's realm, the same as `/token`) then takes.
+//!
 //! Tokens are ES256 JWTs signed by a P-256 leaf certificate issued by a test CA;
 //! the CA is the registry's `rootcertbundle` and the JWT header's `x5c` carries the
 //! chain `[leaf, ca]` (base64 std DER).
@@ -53,6 +59,13 @@ struct State {
     issued: AtomicUsize,
     requests: AtomicUsize,
     log: Mutex<Vec<IssuedToken>>,
+    entra: Mutex<Option<EntraCheck>>,
+}
+
+/// What ACR's exchange accepts: the tenant, and which Entra tokens.
+struct EntraCheck {
+    tenant: String,
+    accepts: Box<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 /// A running token server on `127.0.0.1:<free port>`; stopped on drop.
@@ -115,6 +128,7 @@ impl TokenServer {
             issued: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
+            entra: Mutex::new(None),
         });
 
         let server =
@@ -182,6 +196,20 @@ impl TokenServer {
         self.state.log.lock().unwrap().clone()
     }
 
+    /// Plays ACR's token service: `/oauth2/exchange` trades the Entra
+    /// tokens `accepts` takes, from `tenant`, for the user's refresh token.
+    pub fn accept_entra(&self, tenant: &str, accepts: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        *self.state.entra.lock().unwrap() = Some(EntraCheck {
+            tenant: tenant.to_string(),
+            accepts: Box::new(accepts),
+        });
+    }
+
+    /// `http://127.0.0.1:PORT/oauth2/token`: ACR's realm.
+    pub fn acr_realm(&self) -> String {
+        format!("http://127.0.0.1:{}/oauth2/token", self.port)
+    }
+
     /// The fixed refresh token that `POST /token` accepts for the user.
     pub fn refresh_token(&self) -> String {
         refresh_token_for(&self.state.user)
@@ -211,7 +239,11 @@ fn handle(state: &State, mut request: tiny_http::Request) {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    if path != "/token" {
+    if path == "/oauth2/exchange" {
+        exchange(state, request);
+        return;
+    }
+    if path != "/token" && path != "/oauth2/token" {
         respond(request, 404, json!({"errors": [{"code": "NOT_FOUND"}]}));
         return;
     }
@@ -324,6 +356,40 @@ fn handle(state: &State, mut request: tiny_http::Request) {
             .collect(),
     });
     respond(request, 200, answer);
+}
+
+/// ACR's `POST /oauth2/exchange`: an Entra token for a refresh token.
+fn exchange(state: &State, mut request: tiny_http::Request) {
+    let mut body = String::new();
+    if *request.method() != tiny_http::Method::Post || request.as_reader().read_to_string(&mut body).is_err()
+    {
+        respond(request, 400, json!({"errors": [{"code": "UNSUPPORTED"}]}));
+        return;
+    }
+    let params = parse_form(&body);
+    let refusal = match &*state.entra.lock().unwrap() {
+        None => Some("this token server is not an ACR"),
+        Some(_) if param(&params, "grant_type") != Some("access_token") => {
+            Some("grant_type must be access_token")
+        }
+        Some(check) if param(&params, "tenant").is_some_and(|t| t != check.tenant) => Some("wrong tenant"),
+        Some(check) if !param(&params, "access_token").is_some_and(|t| (check.accepts)(t)) => {
+            Some("invalid access token")
+        }
+        Some(_) => None,
+    };
+    match refusal {
+        Some(message) => respond(
+            request,
+            401,
+            json!({"errors": [{"code": "UNAUTHORIZED", "message": message}]}),
+        ),
+        None => respond(
+            request,
+            200,
+            json!({"refresh_token": refresh_token_for(&state.user)}),
+        ),
+    }
 }
 
 /// The `access` claim for the requested scopes: exactly the requested actions

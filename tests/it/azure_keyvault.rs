@@ -1,4 +1,4 @@
-//! Azure Key Vault signing (`os_core::signing::azure`) against the local stand-in
+//! Azure Key Vault signing (`os_core::azure`) against the local stand-in
 //! (`support::keyvault`): every credential kind, the public key, signatures
 //! verified with ring, and the errors a user sees. The environment is given
 //! to `KeyVault::with_env` as a map, so the tests run in parallel and never
@@ -9,7 +9,7 @@ use os_testkit as support;
 use std::collections::HashMap;
 use std::path::Path;
 
-use os_core::signing::azure::{AzureError, CredentialKind, KeyVault, VaultKey, raw_ecdsa_to_der};
+use os_core::azure::{AzureError, CredentialKind, KeyVault, VaultKey, raw_ecdsa_to_der};
 use ring::signature::{self, KeyPair, UnparsedPublicKey, VerificationAlgorithm};
 use support::keyvault::{Curve, KeyVaultStandIn, VAULT_RESOURCE};
 

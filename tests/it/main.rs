@@ -8,6 +8,7 @@
 //! skopeo, cosign, oras, kubectl) are installed by `scripts/setup`; a test
 //! that finds one missing fails and names that command.
 
+mod acr_sign_in;
 mod azure_keyvault;
 mod ci_host;
 mod deploy;

@@ -56,6 +56,10 @@ error_codes! {
     LayoutError = "layout-error",
     /// os-import: something the source had is missing at the target.
     IncompleteImport = "incomplete-import",
+    /// os-import: a target tag names another digest (`--force` moves it).
+    TagConflict = "tag-conflict",
+    /// os-import --via acr-import: ACR's import operation failed or timed out (ARM's code in the message).
+    ImportFailed = "import-failed",
     /// os-sign: the key could not sign (a vault error, a bad signature from it).
     KeyError = "key-error",
     /// os-verify: no `.sig` tag and no signature referrer.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use sigstore::crypto::signing_key::{SigStoreKeyPair, SigStoreSigner};
 
-use crate::signing::azure::{CredentialKind, KeyVault, VaultKey};
+use crate::azure::{CredentialKind, KeyVault, VaultKey};
 use sigstore::crypto::{CosignVerificationKey, Signature, SigningScheme};
 use zeroize::Zeroizing;
 
@@ -61,7 +61,7 @@ pub enum KeyError {
     #[error("writing {path}: {detail}")]
     Write { path: PathBuf, detail: String },
     #[error(transparent)]
-    Azure(#[from] crate::signing::azure::AzureError),
+    Azure(#[from] crate::azure::AzureError),
     #[error("signing failed: {0}")]
     Sign(String),
 }

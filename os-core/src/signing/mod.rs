@@ -1,8 +1,7 @@
 //! Keys and signature formats: cosign keys (file, `env://`, `azurekms://`
-//! through [`azure`]), the simple-signing payload cosign signs, and Sigstore
+//! through [`crate::azure`]), the simple-signing payload cosign signs, and Sigstore
 //! bundles.
 
-pub mod azure;
 pub mod bundle;
 pub mod key;
 pub mod simple_signing;

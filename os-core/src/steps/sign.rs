@@ -8,6 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::azure::CredentialKind;
 use crate::oci::digest::Digest;
 use crate::oci::reference::RegistryRef;
 use crate::oci::registry::RegistryError;
@@ -16,7 +17,6 @@ use crate::pipeline::{Step, Work};
 use crate::record::Origin;
 use crate::record::located;
 use crate::record::{ErrorCode, Event, Record, field};
-use crate::signing::azure::CredentialKind;
 use crate::signing::bundle;
 use crate::signing::key::{self, KeyError, KeyRef, Password, PublicKey, Signer};
 use crate::signing::simple_signing;

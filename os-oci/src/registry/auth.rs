@@ -20,10 +20,12 @@ pub(super) const TOKEN_RENEW_MARGIN: u64 = 10;
 
 /// Azure Container Registry's (and docker's) user name for a refresh token
 /// presented as a password.
-pub(super) const ACR_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+pub const ACR_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
 
 impl Registry {
-    pub(super) async fn credential(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
+    /// The credential this run uses for `registry` (flags or the
+    /// environment, else the docker config and its helpers), looked up once.
+    pub async fn credential(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
         if let Some(credential) = &self.options.credential {
             return Ok(Some(credential.clone()));
         }
@@ -86,7 +88,10 @@ impl Registry {
         service: Option<&str>,
         scope: &str,
     ) -> Result<Token, RegistryError> {
-        let credential = self.credential(&reference.registry).await?;
+        let credential = match self.credential(&reference.registry).await? {
+            Some(credential) => Some(credential),
+            None => self.entra_credential(reference, realm, service).await?,
+        };
         // A mount needs two repositories' scopes: one `scope` parameter each.
         let mut query: Vec<(&str, &str)> = scope.split(' ').map(|part| ("scope", part)).collect();
         if let Some(service) = service {
@@ -159,6 +164,35 @@ impl Registry {
             value,
             expires: Instant::now() + Duration::from_secs(lifetime),
         })
+    }
+}
+
+impl Registry {
+    /// Without a docker credential for an ACR, an ACR refresh token from
+    /// the Entra sign-in (when the caller configured one), exchanged once
+    /// per registry and run.
+    async fn entra_credential(
+        &self,
+        reference: &RegistryRef,
+        realm: &str,
+        service: Option<&str>,
+    ) -> Result<Option<Credential>, RegistryError> {
+        let (Some(entra), Some(exchange)) = (
+            &self.options.entra,
+            super::acr::exchange_url(&reference.registry, realm),
+        ) else {
+            return Ok(None);
+        };
+        let slot = slot(&self.acr_refresh_tokens, reference.registry.clone());
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            let refresh = self
+                .exchange_entra_token(entra, reference, &exchange, service)
+                .await?;
+            tracing::debug!("{}: signed in with Entra ID", reference.registry);
+            *guard = Some(refresh);
+        }
+        Ok(guard.clone().map(Credential::IdentityToken))
     }
 }
 

@@ -28,6 +28,7 @@ use crate::credentials::{Credential, CredentialError};
 use crate::digest::Digest;
 use crate::http::{RetryPolicy, USER_AGENT, describe};
 
+mod acr;
 mod auth;
 mod blobs;
 mod manifests;
@@ -35,6 +36,8 @@ mod referrers;
 mod tags;
 mod transport;
 
+pub use acr::{EntraSignIn, EntraToken, EntraTokens};
+pub use auth::ACR_TOKEN_USER;
 pub use referrers::Referrers;
 
 /// How a run talks to registries.
@@ -47,6 +50,9 @@ pub struct RegistryOptions {
     /// Credentials from flags or the environment; they take precedence over
     /// the auth file for every registry the run contacts.
     pub credential: Option<Credential>,
+    /// Signs in to Azure Container Registries that no credential covers
+    /// with an Entra ID token ([`acr`]).
+    pub entra: Option<EntraSignIn>,
     pub retry: RetryPolicy,
 }
 
@@ -125,6 +131,8 @@ pub struct Registry {
     hosts: Mutex<HashMap<String, Slot<Arc<Host>>>>,
     tokens: Mutex<HashMap<(String, String), Slot<Token>>>,
     credentials: Mutex<HashMap<String, Slot<Option<Credential>>>>,
+    /// ACR refresh tokens from the Entra exchange, per registry.
+    acr_refresh_tokens: Mutex<HashMap<String, Slot<String>>>,
     /// Shared blobs known to be in a repository (host, repository, digest).
     present_blobs: Mutex<HashMap<(String, String, Digest), Slot<()>>>,
     /// Per host, whether it has the Referrers API, once known: a registry
@@ -196,6 +204,7 @@ impl Registry {
             hosts: Mutex::default(),
             tokens: Mutex::default(),
             credentials: Mutex::default(),
+            acr_refresh_tokens: Mutex::default(),
             present_blobs: Mutex::default(),
             referrers_api_of: Mutex::default(),
         })

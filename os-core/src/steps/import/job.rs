@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
+use super::acr::{Route, ServerImport};
 use super::tree::index_children;
 use super::{
     Attachments, Copied, Copier, Destination, ImportError, ImportOptions, Importer, STEP, Stats, TOOL, total,
@@ -21,11 +22,11 @@ use crate::record::{ErrorCode, Event, Record, field};
 
 /// One record's import, as its fields and the options ask for it.
 pub(super) struct Job {
-    source: ImageRef,
-    target: ImageRef,
-    digest: Digest,
+    pub(super) source: ImageRef,
+    pub(super) target: ImageRef,
+    pub(super) digest: Digest,
     /// The record's tag, then every `--tag`.
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
 }
 
 /// What one record's copy did, for its event.
@@ -34,6 +35,16 @@ pub(super) struct Imported {
     copied: Copied,
     attachments: Attachments,
     target_mechanism: Referrers,
+    way: Way,
+}
+
+/// Which way the image went.
+pub(super) enum Way {
+    /// Copied by this process; under `--via auto`, why not server-side.
+    Copied {
+        reason: Option<String>,
+    },
+    Server(ServerImport),
 }
 
 impl Job {
@@ -165,7 +176,21 @@ impl Importer {
             landed: &self.landed,
             source_tags: &self.source_tags,
         };
-        let mut copied = self.copy_image(&copier, job).await?;
+        let platforms = !self.options.platforms.is_empty();
+        let (mut copied, way) = match self
+            .server_side
+            .route(&copier, job, platforms, known_type)
+            .await?
+        {
+            Route::Copy { reason } => (self.copy_image(&copier, job).await?, Way::Copied { reason }),
+            Route::Server { target, source } => {
+                let (copied, server) = self
+                    .server_side
+                    .import(&copier, job, &target, source.as_ref())
+                    .await?;
+                (copied, Way::Server(server))
+            }
+        };
         let attachments = if self.options.attachments {
             self.carry_attachments(&copier, job, &mut copied, known_type)
                 .await?
@@ -183,6 +208,7 @@ impl Importer {
             copied,
             attachments,
             target_mechanism,
+            way,
         })
     }
 
@@ -313,12 +339,14 @@ pub(super) fn record_import(record: &mut Record, job: &Job, imported: Imported, 
         copied,
         attachments,
         target_mechanism,
+        way,
     } = imported;
     record.set(field::IMAGE, job.target.location());
     let mut event = Event::new(STEP, TOOL)
         .with("from", job.source.location())
         .with("to", job.target.location())
         .with("bytes", total(&stats.bytes))
+        .with("bytesThroughAgent", total(&stats.bytes))
         .with("blobsCopied", total(&stats.copied))
         .with("blobsMounted", total(&stats.mounted))
         .with("blobsSkipped", total(&stats.skipped))
@@ -334,6 +362,7 @@ pub(super) fn record_import(record: &mut Record, job: &Job, imported: Imported, 
         .with("targetReferrers", target_mechanism.label())
         .with("sourceReferrers", attachments.mechanism.label())
         .with("durationMs", started.elapsed().as_millis() as u64);
+    event = with_way(event, way);
     if let (false, Some((bytes, _))) = (copied.digest == job.digest, &copied.manifest) {
         // Asked for with --platform and --allow-digest-change: the record
         // now names the narrowed index, and the event says where it came from.
@@ -348,4 +377,24 @@ pub(super) fn record_import(record: &mut Record, job: &Job, imported: Imported, 
             .with("platforms", platforms);
     }
     record.push_event(event);
+}
+
+/// The event's `via` and what goes with it: why `auto` copied, ARM's
+/// operation, the tags `--force` moved.
+fn with_way(event: Event, way: Way) -> Event {
+    match way {
+        Way::Copied { reason: None } => event.with("via", "copy"),
+        Way::Copied { reason: Some(reason) } => event.with("via", "copy").with("viaReason", reason),
+        Way::Server(ServerImport { operation, moved }) => {
+            let mut event = event.with("via", "acr-import");
+            event = match operation {
+                Some(operation) => event.with("operationId", operation),
+                None => event.with("operationId", serde_json::Value::Null),
+            };
+            if !moved.is_empty() {
+                event = event.with("force", true).with("movedTags", moved);
+            }
+            event
+        }
+    }
 }

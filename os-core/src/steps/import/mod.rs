@@ -17,9 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use acr::ServerSide;
 use indicatif::ProgressBar;
 use tokio::sync::Semaphore;
 
+use crate::azure::arm::ArmError;
 use crate::oci::digest::Digest;
 use crate::oci::layout::LayoutError;
 use crate::oci::reference::RegistryRef;
@@ -30,10 +32,13 @@ use crate::pipeline::{RunOptions, Step, Work};
 use crate::record::Origin;
 use crate::record::{ErrorCode, Record};
 
+mod acr;
 mod attachments;
 mod blobs;
 mod job;
 mod tree;
+
+pub use acr::{ACR_MANIFEST_LIMIT, ServerSideOptions, Via};
 
 const STEP: &str = "import";
 
@@ -93,19 +98,23 @@ pub struct ImportOptions {
     /// `os/arch/variant`), making a new index with a new digest. Empty:
     /// every platform, digest preserved.
     pub platforms: Vec<String>,
+    /// `--via` and what the server-side way needs.
+    pub server_side: ServerSideOptions,
 }
 
 impl Importer {
     /// One run's importer: blob transfers across all records bounded by
-    /// `--jobs`, a progress line unless `--quiet`.
-    pub fn new(options: ImportOptions, run: &RunOptions) -> Importer {
-        Importer {
+    /// `--jobs`, a progress line unless `--quiet`. Under `--via
+    /// acr-import`, Resource Manager settings that cannot work fail here.
+    pub fn new(options: ImportOptions, run: &RunOptions) -> Result<Importer, ArmError> {
+        Ok(Importer {
+            server_side: ServerSide::new(options.server_side.clone())?,
             landed: Landed::default(),
             source_tags: SourceTags::default(),
             transfers: Semaphore::new(run.jobs),
             progress: Progress::for_stderr(run.quiet),
             options,
-        }
+        })
     }
 }
 
@@ -125,6 +134,7 @@ impl Step for Importer {
 /// os-import's step, and what every record of one run shares.
 pub struct Importer {
     options: ImportOptions,
+    server_side: ServerSide,
     landed: Landed,
     source_tags: SourceTags,
     /// Blob transfers in flight across all records: `--jobs`.
@@ -138,6 +148,16 @@ pub enum ImportError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+    #[error("{target} names {current}, not {wanted}: refusing to move the tag (--force moves it)")]
+    TagConflict {
+        target: String,
+        current: Digest,
+        wanted: Digest,
+    },
+    #[error("--via acr-import: {0}")]
+    NotServerSide(String),
     #[error("blob {digest}: {detail}")]
     Blob { digest: Digest, detail: String },
     #[error("manifest {digest}: {detail}")]
@@ -174,11 +194,25 @@ impl ImportError {
         match self {
             ImportError::Registry(error) => error.into(),
             ImportError::Layout(error) => error.into(),
+            ImportError::Arm(error) => arm_code(error),
+            ImportError::TagConflict { .. } => ErrorCode::TagConflict,
+            ImportError::NotServerSide(_) => ErrorCode::Unsupported,
             ImportError::Blob { .. } | ImportError::Manifest { .. } => ErrorCode::DigestMismatch,
             ImportError::Missing { .. } => ErrorCode::IncompleteImport,
             ImportError::BadTarget(_) => ErrorCode::BadReference,
             ImportError::NoPlatform { .. } => ErrorCode::NotFound,
             ImportError::SourceBrokeOff { .. } => ErrorCode::RegistryUnreachable,
+        }
+    }
+}
+
+fn arm_code(error: &ArmError) -> ErrorCode {
+    match error {
+        ArmError::BadEndpoint(_) | ArmError::NoSubscription => ErrorCode::Usage,
+        ArmError::Credential(_) | ArmError::Refused { .. } => ErrorCode::Unauthorized,
+        ArmError::Unreachable { .. } => ErrorCode::RegistryUnreachable,
+        ArmError::Failed { .. } | ArmError::TimedOut { .. } | ArmError::Protocol { .. } => {
+            ErrorCode::ImportFailed
         }
     }
 }

@@ -36,10 +36,13 @@
 
 use std::fmt;
 
+pub mod arm;
 mod credential;
+mod registry_sign_in;
 mod vault;
 
 pub use credential::AzureCredential;
+pub use registry_sign_in::RegistrySignIn;
 pub use vault::{KeyVault, VaultKey, raw_ecdsa_to_der};
 
 /// Which Azure credential signs requests to the vault ([`CredentialKind::help`]

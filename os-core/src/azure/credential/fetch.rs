@@ -294,7 +294,7 @@ pub(super) fn number(value: &Value) -> Option<u64> {
     }
 }
 
-pub(in crate::signing::azure) fn redact(text: &str, secrets: &[&str]) -> String {
+pub(in crate::azure) fn redact(text: &str, secrets: &[&str]) -> String {
     let mut text = text.to_string();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         text = text.replace(secret, "***");
@@ -302,11 +302,11 @@ pub(in crate::signing::azure) fn redact(text: &str, secrets: &[&str]) -> String 
     text
 }
 
-pub(in crate::signing::azure) fn first_line(text: &str) -> &str {
+pub(in crate::azure) fn first_line(text: &str) -> &str {
     text.trim().lines().next().unwrap_or_default().trim()
 }
 
-pub(in crate::signing::azure) fn clip(text: &str) -> String {
+pub(in crate::azure) fn clip(text: &str) -> String {
     const MAX: usize = 400;
     match text.char_indices().nth(MAX) {
         Some((end, _)) => format!("{}…", &text[..end]),

@@ -503,7 +503,7 @@ pub(super) fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::azure::credential::redact;
+    use crate::azure::credential::redact;
 
     #[test]
     fn endpoints_and_resources() {
