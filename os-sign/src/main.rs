@@ -83,8 +83,14 @@ fn main() -> ExitCode {
         }
         Some(Command::PublicKey { key }) => {
             args.common.init_logging();
-            let pem = sign::public_key_pem(&key, args.common.azure_credential);
-            cli::exit_with(sign::TOOL, pem.map(|pem| print!("{pem}")).map(|()| exit::SUCCESS))
+            let exported = sign::public_key_pem(&key, args.common.azure_credential).map(|exported| {
+                print!("{}", exported.pem);
+                if let Some(note) = exported.note {
+                    eprintln!("{}: note: {note}", sign::TOOL);
+                }
+                exit::SUCCESS
+            });
+            cli::exit_with(sign::TOOL, exported)
         }
         None => cli::run_step_with(&args.common, args.references, |_| -> anyhow::Result<Signing> {
             let key = args.key.context("--key is required to sign (see --help)")?;

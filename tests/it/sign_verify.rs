@@ -748,6 +748,49 @@ fn azure_key_vault_signs_and_cosign_verifies_with_the_vaults_public_key() {
     assert!(!stderr.contains("definitely-wrong-secret"), "{stderr}");
 }
 
+/// Found with a Key Vault stand-in: cosign assumes sha256 for every key
+/// file, so it refuses a P-384 vault key's ES384 signatures unless told
+/// `--signature-digest-algorithm sha384`; `os-sign public-key` says so.
+#[test]
+fn a_p384_vault_keys_signatures_verify_with_cosign_given_sha384() {
+    use support::keyvault::{Curve, KeyVaultStandIn};
+    let s = Setup::new();
+    let vault = KeyVaultStandIn::start(&[("p384", Curve::P384)]);
+    let (record, digest) = s.image("kv/p384", "p384");
+    let key = format!("azurekms://{}/p384", vault.host());
+    let azure_env = |mut command: assert_cmd::Command| {
+        command
+            .env("AZURE_TENANT_ID", vault.tenant_id())
+            .env("AZURE_CLIENT_ID", vault.client_id())
+            .env("AZURE_CLIENT_SECRET", vault.client_secret())
+            .env("AZURE_AUTHORITY_HOST", vault.authority());
+        command
+    };
+    azure_env(tool("os-sign"))
+        .args(["--key", &key, "--azure-credential", "environment"])
+        .write_stdin(record)
+        .assert()
+        .success();
+    let exported = azure_env(tool("os-sign"))
+        .args(["public-key", "--key", &key])
+        .assert()
+        .success();
+    let note = String::from_utf8_lossy(&exported.get_output().stderr).to_string();
+    assert!(note.contains("--signature-digest-algorithm sha384"), "{note}");
+    let public = s.path("p384.pub");
+    std::fs::write(&public, &exported.get_output().stdout).unwrap();
+
+    let pinned = s.pinned("kv/p384", &digest);
+    let refused = s.cosign_verify(&public, &pinned, &[]);
+    assert!(!refused.status.success(), "cosign assumes sha256 for a key file");
+    let accepted = s.cosign_verify(&public, &pinned, &["--signature-digest-algorithm", "sha384"]);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
+
 /// An air-gapped site gets an OCI layout with the signatures: os-verify
 /// checks them there, with the registry gone.
 #[test]

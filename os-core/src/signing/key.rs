@@ -391,6 +391,14 @@ impl PublicKey {
         &self.reference
     }
 
+    /// What `cosign verify --key` must be told to accept this key's
+    /// signatures: cosign assumes sha256 for every key file, but a P-384
+    /// key (an ES384 vault key) signs a sha384 digest.
+    pub fn cosign_verify_flags(&self) -> Option<&'static str> {
+        matches!(self.key, CosignVerificationKey::ECDSA_P384_SHA384_ASN1(_))
+            .then_some("--signature-digest-algorithm sha384")
+    }
+
     /// PEM `PUBLIC KEY`, as cosign writes `cosign.pub`.
     pub fn to_pem(&self) -> String {
         pem_encode("PUBLIC KEY", &self.spki_der)

@@ -108,11 +108,24 @@ pub fn write_key_pair(prefix: &Path) -> Result<(), KeyError> {
 }
 
 /// `os-sign public-key`: the PEM public key of any key source.
-pub fn public_key_pem(key: &str, credential: CredentialKind) -> Result<String, KeyError> {
+pub fn public_key_pem(key: &str, credential: CredentialKind) -> Result<ExportedKey, KeyError> {
     let key: KeyRef = key.parse()?;
     let public =
         crate::pipeline::runtime().block_on(PublicKey::load(&key, &Password::EnvOrPrompt, credential))?;
-    Ok(public.to_pem())
+    let note = public.cosign_verify_flags().map(|flags| {
+        format!("cosign verify --key needs {flags} for this key's signatures (cosign assumes sha256 for a key file)")
+    });
+    Ok(ExportedKey {
+        pem: public.to_pem(),
+        note,
+    })
+}
+
+/// `os-sign public-key`'s answer: the PEM for stdout, and what a cosign
+/// user must know about the key, for stderr.
+pub struct ExportedKey {
+    pub pem: String,
+    pub note: Option<String>,
 }
 
 async fn sign_record(
