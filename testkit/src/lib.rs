@@ -13,7 +13,13 @@
 //! - [`images`]: hand-written OCI image layouts (`single_arch`, `multi_arch`) and
 //!   `push` (with skopeo) into a `TestRegistry`; [`push`]: the same by plain
 //!   HTTP (as curl would), under many tags or as variants one annotation apart.
+//! - [`arm::ArmStandIn`]: Azure Resource Manager (and its Entra token
+//!   endpoint) fronting `TestRegistry`s as Azure Container Registries:
+//!   `Registries_List`/`Get` and `Registries_ImportImage`, a long-running
+//!   operation that copies server-side and drops every attachment, as ACR's
+//!   import does; pinned by Microsoft's Python SDK (`tests/fixtures/azure_sdk`).
 
+pub mod arm;
 pub mod bins;
 pub mod cosign;
 pub mod fault_proxy;

@@ -8,7 +8,9 @@
 //! skopeo, cosign, oras, kubectl) are installed by `scripts/setup`; a test
 //! that finds one missing fails and names that command.
 
+mod acr_import;
 mod acr_sign_in;
+mod arm_standin;
 mod azure_keyvault;
 mod ci_host;
 mod deploy;

@@ -146,32 +146,27 @@ impl ServerSide {
 
     /// The way `job` goes. Under `acr-import`, a reason not to import
     /// server-side is an error; under `auto` it is the copy's reason.
-    pub(super) async fn route(
-        &self,
-        copier: &Copier<'_>,
-        job: &Job,
-        platforms: bool,
-        known_type: Option<&str>,
-    ) -> Result<Route, ImportError> {
-        let via = self.options.via;
-        if via == Via::Copy {
+    pub(super) async fn route(&self, copier: &Copier<'_>, platforms: bool) -> Result<Route, ImportError> {
+        if self.options.via == Via::Copy {
             return Ok(Route::Copy { reason: None });
         }
-        match self.server_route(copier, job, platforms, known_type).await {
-            Ok(route) => Ok(route),
-            Err(Refusal::Not(reason)) if via == Via::Auto => Ok(Route::Copy { reason: Some(reason) }),
+        let route = self.server_route(copier, platforms).await;
+        self.settle(route)
+            .map(|route| route.unwrap_or_else(|reason| Route::Copy { reason: Some(reason) }))
+    }
+
+    /// A reason not to import server-side: under `auto`, the copy's
+    /// (`Ok(Err(reason))`); under `acr-import`, an error.
+    fn settle<T>(&self, outcome: Result<T, Refusal>) -> Result<Result<T, String>, ImportError> {
+        match outcome {
+            Ok(found) => Ok(Ok(found)),
+            Err(Refusal::Not(reason)) if self.options.via == Via::Auto => Ok(Err(reason)),
             Err(Refusal::Not(reason)) => Err(ImportError::NotServerSide(reason)),
             Err(Refusal::Failed(error)) => Err(error),
         }
     }
 
-    async fn server_route(
-        &self,
-        copier: &Copier<'_>,
-        job: &Job,
-        platforms: bool,
-        known_type: Option<&str>,
-    ) -> Result<Route, Refusal> {
+    async fn server_route(&self, copier: &Copier<'_>, platforms: bool) -> Result<Route, Refusal> {
         let arm = self.arm.as_ref().map_err(|why| Refusal::Not(why.clone()))?;
         let (Place::Registry(from), Place::Registry(to)) = (&copier.from, &copier.to) else {
             return Err(Refusal::Not(
@@ -196,20 +191,6 @@ impl ServerSide {
             )));
         };
         let source = self.listed(arm, &from.registry).await?;
-        if let Some(source) = source.as_ref().filter(|s| s.export_disabled) {
-            return Err(Refusal::Not(format!(
-                "{} has exports disabled, so ACR will not import from it",
-                source.name
-            )));
-        }
-        let manifests = manifest_count(copier, &job.digest, known_type)
-            .await
-            .map_err(Refusal::Failed)?;
-        if manifests > ACR_MANIFEST_LIMIT {
-            return Err(Refusal::Not(format!(
-                "the image has {manifests} manifests; ACR imports at most {ACR_MANIFEST_LIMIT}"
-            )));
-        }
         Ok(Route::Server { target, source })
     }
 
@@ -223,17 +204,45 @@ impl ServerSide {
         }
     }
 
+    /// ACR's documented limits, asked only when an import is needed: no
+    /// import from a registry with exports disabled, at most
+    /// [`ACR_MANIFEST_LIMIT`] manifests.
+    async fn within_limits(
+        &self,
+        copier: &Copier<'_>,
+        digest: &Digest,
+        source: Option<&AcrResource>,
+        known_type: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if let Some(source) = source.filter(|s| s.export_disabled) {
+            return Err(Refusal::Not(format!(
+                "{} has exports disabled, so ACR will not import from it",
+                source.name
+            )));
+        }
+        let manifests = manifest_count(copier, digest, known_type)
+            .await
+            .map_err(Refusal::Failed)?;
+        if manifests > ACR_MANIFEST_LIMIT {
+            return Err(Refusal::Not(format!(
+                "the image has {manifests} manifests; ACR imports at most {ACR_MANIFEST_LIMIT}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The image imported into `target` by digest, under the job's tags,
     /// then checked at the target. What the target already has is not
     /// asked for again; a tag naming another digest stops the import unless
-    /// `--force`.
+    /// `--force`. `Ok(Err(reason))`: past ACR's limits under `auto`, for
+    /// the copy to do.
     pub(super) async fn import(
         &self,
         copier: &Copier<'_>,
         job: &Job,
-        target: &AcrResource,
-        source: Option<&AcrResource>,
-    ) -> Result<(Copied, ServerImport), ImportError> {
+        (target, source): (&AcrResource, Option<&AcrResource>),
+        known_type: Option<&str>,
+    ) -> Result<Result<(Copied, ServerImport), String>, ImportError> {
         let arm = self.arm.as_ref().expect("a server route has Resource Manager");
         let (Place::Registry(from), Place::Registry(to)) = (&copier.from, &copier.to) else {
             unreachable!("a server route is registry to registry")
@@ -269,13 +278,17 @@ impl ServerSide {
             digest: digest.clone(),
         };
         if nothing_to_do {
-            return Ok((
+            return Ok(Ok((
                 copied,
                 ServerImport {
                     operation: None,
                     moved,
                 },
-            ));
+            )));
+        }
+        let limits = self.within_limits(copier, digest, source, known_type).await;
+        if let Err(reason) = self.settle(limits)? {
+            return Ok(Err(reason));
         }
         let body = ImportImage {
             source: self.source_of(copier, from, digest, source).await?,
@@ -315,7 +328,7 @@ impl ServerSide {
             }
         }
         let operation = Some(imported.operation);
-        Ok((copied, ServerImport { operation, moved }))
+        Ok(Ok((copied, ServerImport { operation, moved })))
     }
 
     /// Where ACR pulls from: a registry of the subscription by its resource

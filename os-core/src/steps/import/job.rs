@@ -177,18 +177,17 @@ impl Importer {
             source_tags: &self.source_tags,
         };
         let platforms = !self.options.platforms.is_empty();
-        let (mut copied, way) = match self
-            .server_side
-            .route(&copier, job, platforms, known_type)
-            .await?
-        {
+        let (mut copied, way) = match self.server_side.route(&copier, platforms).await? {
             Route::Copy { reason } => (self.copy_image(&copier, job).await?, Way::Copied { reason }),
             Route::Server { target, source } => {
-                let (copied, server) = self
-                    .server_side
-                    .import(&copier, job, &target, source.as_ref())
-                    .await?;
-                (copied, Way::Server(server))
+                let ends = (&target, source.as_ref());
+                match self.server_side.import(&copier, job, ends, known_type).await? {
+                    Ok((copied, server)) => (copied, Way::Server(server)),
+                    Err(reason) => (
+                        self.copy_image(&copier, job).await?,
+                        Way::Copied { reason: Some(reason) },
+                    ),
+                }
             }
         };
         let attachments = if self.options.attachments {
