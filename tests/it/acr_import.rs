@@ -505,3 +505,75 @@ fn prod_tags(prod: &TestRegistry) -> Vec<String> {
         .map(|tags| tags.iter().map(|t| t.as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
 }
+
+/// A re-run of an unsigned promotion: per image, one `HEAD` of the target
+/// tag and one listing of the source's tags (the attachments' index); per
+/// run, each host's `/v2/` and its Referrers API probe; nothing of ARM but
+/// the token and the registry list.
+#[test]
+fn a_re_run_asks_two_requests_per_image_and_nothing_of_arm() {
+    use support::fault_proxy::FaultProxy;
+    // The agent reaches both registries through proxies that log every
+    // request; the stand-in knows them by the proxies' hosts.
+    let dev = TestRegistry::start();
+    let prod = TestRegistry::start();
+    let (dev_proxy, prod_proxy) = (FaultProxy::start(&dev), FaultProxy::start(&prod));
+    let arm = ArmStandIn::start(ArmConfig::new(vec![
+        AcrEntry::new("devacr", dev_proxy.host()),
+        AcrEntry::new("prodacr", prod_proxy.host()),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let services = ["iam", "auth", "billing"];
+    let mut records = String::new();
+    for service in services {
+        let image = images::single_arch(&dir.path().join(service), TAG, service);
+        images::push(&image, &dev, &format!("onestream/{service}"), TAG);
+        records += &stdout(
+            &tool("os-digest")
+                .arg(format!("{}/onestream/{service}:{TAG}", dev_proxy.host()))
+                .assert()
+                .success(),
+        );
+    }
+    let import = || {
+        let mut command = tool("os-import");
+        command
+            .args([
+                "--to",
+                &format!("{}/onestream", prod_proxy.host()),
+                "--via",
+                "acr-import",
+            ])
+            .args(["--arm-endpoint", &arm.endpoint(), "--jobs", "1"])
+            .write_stdin(records.clone());
+        for (name, value) in arm.env() {
+            command.env(name, value);
+        }
+        command.assert().success()
+    };
+    import();
+    assert_eq!(arm.imports().len(), services.len());
+    dev_proxy.clear_seen();
+    prod_proxy.clear_seen();
+    let before = arm.requests().len();
+    import();
+    let asked: Vec<String> = dev_proxy
+        .seen()
+        .iter()
+        .chain(prod_proxy.seen().iter())
+        .map(|seen| format!("{} {}", seen.method, seen.target))
+        .collect();
+    let per_run = asked
+        .iter()
+        .filter(|a| a.ends_with("/v2/") || a.contains("/referrers/") || a.contains("/manifests/sha256-"))
+        .count();
+    assert!(per_run <= 5, "{asked:#?}");
+    assert_eq!(asked.len() - per_run, 2 * services.len(), "{asked:#?}");
+    let arm_asked = &arm.requests()[before..];
+    assert_eq!(
+        arm_asked.len(),
+        2,
+        "a token and the registry list: {arm_asked:#?}"
+    );
+    assert_eq!(arm.imports().len(), services.len(), "no import asked again");
+}
