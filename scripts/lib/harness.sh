@@ -23,9 +23,10 @@
 #                             hyperfine) appends "KEY µs bytes" (since) per open sample to HF_CPU_LOG
 #   hf_cpu_median KEY         median CPU of KEY's samples in HF_CPU_LOG, ms; "-" without any
 #   hf_sample KEY COLUMN      the median of column 2 (CPU µs) or 3 (bytes written)
+#   hf_median                 the median of the numbers on stdin, one a line; "-" without any
 #   harness_restart NAME      a fresh registry NAME on empty storage (HARNESS_CONTROL set
 #                             before harness_start); sets HARNESS[NAME_host|pid|dir]
-#   us_ms US                  microseconds as milliseconds with one decimal
+#   us_ms US                  microseconds as milliseconds with one decimal ("-" stays "-")
 #
 # Sourced by scripts/bench after scripts/lib/registry.sh (reg_die, reg_on_exit)
 # and the release build ($BIN).
@@ -173,19 +174,21 @@ hf_cpu_close() {
 # hf_sample KEY COLUMN: the median of KEY's samples in HF_CPU_LOG, column 2
 # (CPU, µs) or 3 (bytes written); "-" without any.
 hf_sample() {
-  jq -Rrn --arg key "$1" --argjson col "$(($2 - 1))" '
-    [inputs | split(" ") | select(.[0] == $key) | .[$col] | tonumber] | sort
-    | if length == 0 then "-"
-      elif length % 2 == 1 then .[length / 2 | floor]
-      else (.[length / 2 - 1] + .[length / 2]) / 2 end' "$HF_CPU_LOG" ||
-    reg_die "$HF_CPU_LOG: not CPU samples"
+  jq -Rr --arg key "$1" --argjson col "$(($2 - 1))" 'split(" ") | select(.[0] == $key) | .[$col]' "$HF_CPU_LOG" |
+    hf_median || reg_die "$HF_CPU_LOG: not CPU samples"
 }
 hf_cpu_median() { # KEY
-  local us
-  us=$(hf_sample "$1" 2)
-  if [ "$us" = - ]; then printf -- -; else printf '%.1f' "${us}e-3"; fi
+  us_ms "$(hf_sample "$1" 2)"
 }
 
-us_ms() { # US
-  printf '%.1f' "$1e-3"
+# hf_median: the median of the numbers on stdin (one a line); "-" without any.
+hf_median() {
+  jq -rn '[inputs] | sort
+    | if length == 0 then "-"
+      elif length % 2 == 1 then .[length / 2 | floor]
+      else (.[length / 2 - 1] + .[length / 2]) / 2 end'
+}
+
+us_ms() { # US: "-" stays "-"
+  if [ "$1" = - ]; then printf -- -; else printf '%.1f' "$1e-3"; fi
 }

@@ -1,6 +1,8 @@
 //! Pushing a layout's image to a plain-HTTP loopback registry the way `curl`
 //! does it (HEAD, monolithic POST + PUT of each blob, PUT of the manifest),
-//! without skopeo: under many tags, or as many variants one annotation apart.
+//! without skopeo: under many tags, or as many variants one annotation apart;
+//! images of generated layers (streamed); an image copied into another
+//! repository of the same registry, its blobs mounted.
 //! Every answer is checked: 201 and the registry's `Docker-Content-Digest`
 //! equal to the digest of the bytes sent.
 //!
@@ -335,6 +337,45 @@ pub fn put_manifest(
     Ok(digest)
 }
 
+/// Copies the single-platform image `HOST/FROM:TAG` to `HOST/REPO:TAG`
+/// inside one registry: its config and layers mounted from FROM, then the
+/// same manifest bytes PUT. Returns their digest (what FROM served, checked
+/// against its `Docker-Content-Digest`, and what REPO answered).
+pub fn mount_image(host: &str, from: &str, repo: &str, tag: &str) -> io::Result<String> {
+    let got = request(
+        host,
+        "GET",
+        &format!("/v2/{from}/manifests/{tag}"),
+        &[("Accept", OCI_MANIFEST)],
+        &[],
+    )?;
+    let digest = sha256_digest(&got.body);
+    let served = got.header("Docker-Content-Digest").unwrap_or("none");
+    if got.status != 200 || served != digest {
+        return Err(fail(format!(
+            "GET {host}/{from}:{tag} answered {} {served} for bytes of {digest}: {}",
+            got.status,
+            String::from_utf8_lossy(&got.body)
+        )));
+    }
+    let manifest: Value = serde_json::from_slice(&got.body)
+        .map_err(|e| fail(format!("{host}/{from}:{tag}: not a JSON manifest: {e}")))?;
+    let media_type = manifest["mediaType"].as_str().unwrap_or(OCI_MANIFEST);
+    if media_type != OCI_MANIFEST {
+        return Err(fail(format!(
+            "{host}/{from}:{tag} is a {media_type}, not a single-platform OCI manifest"
+        )));
+    }
+    let layers = manifest["layers"].as_array().into_iter().flatten();
+    for blob in std::iter::once(&manifest["config"]).chain(layers) {
+        let blob = blob["digest"]
+            .as_str()
+            .ok_or_else(|| fail(format!("{host}/{from}:{tag}: a descriptor without a digest")))?;
+        mount_blob(host, repo, blob, from)?;
+    }
+    put_manifest(host, repo, tag, media_type, &got.body)
+}
+
 /// Uploads the config and layers of a single-manifest `image` to `HOST/REPO`.
 pub fn push_blobs(image: &TestImage, host: &str, repo: &str) -> io::Result<()> {
     let manifest = image.manifest();
@@ -493,5 +534,25 @@ mod tests {
         .unwrap();
         assert_eq!(blob.status, 200);
         assert!(blob.body == want, "the mounted layer serves the bytes sent");
+
+        // What bench-env mount-set does: the same manifest in a new
+        // repository, its blobs mounted (none sent again).
+        let copied = mount_image(registry.host(), "gen/two", "copy/two", "1.0.0").unwrap();
+        assert_eq!(copied, two);
+        assert_eq!(inspect_raw(&registry, "copy/two", "1.0.0"), served);
+        let blob = request(
+            registry.host(),
+            "GET",
+            &format!("/v2/copy/two/blobs/{base}"),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(
+            blob.status == 200 && blob.body == want,
+            "the copy's layer is there"
+        );
+        let missing = mount_image(registry.host(), "gen/none", "copy/none", "1.0.0").unwrap_err();
+        assert!(missing.to_string().contains("answered 404"), "{missing}");
     }
 }

@@ -15,6 +15,11 @@
 //! --control SOCKET NAME` (from any process, e.g. hyperfine's --prepare)
 //! replaces registry NAME by a fresh one on empty storage and prints its
 //! new `NAME_host`, `NAME_pid`, `NAME_dir`.
+//!
+//! The images: `push-tags` (one image under many tags), `push-variants`
+//! (images one annotation apart), `push-set` (images of generated layers,
+//! `REPO DIGEST` lines) and `mount-set` (a pushed set copied to repositories
+//! of their own in the same registry, by mounting its blobs).
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -75,6 +80,24 @@ enum Command {
         tag: String,
         #[arg(long = "layer", required = true)]
         layers: Vec<String>,
+    },
+    /// Copies the images of a pushed set, HOST/FROM/svc1..COUNT:TAG, to
+    /// HOST/TO/svc1..COUNT:TAG inside the registry: their blobs mounted from
+    /// FROM/svcN, the same manifest bytes pushed (the same digests). Prints
+    /// `REPO DIGEST` lines, as push-set does.
+    MountSet {
+        #[arg(long)]
+        host: String,
+        /// The pushed set's prefix (push-set's --prefix).
+        #[arg(long)]
+        from: String,
+        /// The new repositories are TO/svc1..TO/svcCOUNT.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value = "1.0.0")]
+        tag: String,
     },
     /// Builds the deterministic single-platform image of SEED and pushes it
     /// to HOST/REPO under PREFIX1..PREFIXCOUNT (blobs once, the same
@@ -204,6 +227,20 @@ fn run(command: Command) -> io::Result<()> {
                     })
                     .collect();
                 let digest = push::push_generated(&host, &repo, &tag, &image, &mut pushed)?;
+                writeln!(out, "{repo} {digest}")?;
+            }
+            Ok(())
+        }
+        Command::MountSet {
+            host,
+            from,
+            to,
+            count,
+            tag,
+        } => {
+            for i in 1..=count {
+                let repo = format!("{to}/svc{i}");
+                let digest = push::mount_image(&host, &format!("{from}/svc{i}"), &repo, &tag)?;
                 writeln!(out, "{repo} {digest}")?;
             }
             Ok(())
