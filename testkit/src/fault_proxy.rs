@@ -191,6 +191,9 @@ struct State {
     faults: Vec<Fault>,
     fired: Vec<usize>,
     seen: Vec<Seen>,
+    /// Bytes forwarded from clients to the registry, and back.
+    bytes_up: u64,
+    bytes_down: u64,
 }
 
 /// A running proxy on `127.0.0.1:<free port>` in front of one registry;
@@ -269,9 +272,18 @@ impl FaultProxy {
         self.state.lock().unwrap().seen.clone()
     }
 
-    /// Forgets the request log (not the faults).
+    /// Forgets the request log and the byte counts (not the faults).
     pub fn clear_seen(&self) {
-        self.state.lock().unwrap().seen.clear();
+        let mut state = self.state.lock().unwrap();
+        state.seen.clear();
+        (state.bytes_up, state.bytes_down) = (0, 0);
+    }
+
+    /// Bytes forwarded so far (heads and bodies): from the clients to the
+    /// registry, and from the registry to the clients.
+    pub fn bytes(&self) -> (u64, u64) {
+        let state = self.state.lock().unwrap();
+        (state.bytes_up, state.bytes_down)
     }
 }
 
@@ -418,12 +430,18 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> io::Result<
     upstream.set_nodelay(true)?;
     upstream.set_read_timeout(Some(SOCKET_TIMEOUT))?;
     upstream.set_write_timeout(Some(SOCKET_TIMEOUT))?;
-    upstream.write_all(&request.to_bytes_closing())?;
+    let head = request.to_bytes_closing();
+    upstream.write_all(&head)?;
     let request_cut = match action {
         Some(Action::ResetRequestAfter(bytes)) => Some(bytes as u64),
         _ => None,
     };
-    let complete = copy_body(&mut reader, &mut upstream, request.body_framing(), request_cut)?;
+    let mut counted = Counted {
+        inner: &mut upstream,
+        bytes: head.len() as u64,
+    };
+    let complete = copy_body(&mut reader, &mut counted, request.body_framing(), request_cut)?;
+    state.lock().unwrap().bytes_up += counted.bytes;
     if !complete {
         reset(&upstream);
         reset(&client);
@@ -432,7 +450,9 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> io::Result<
 
     let mut from_upstream = BufReader::new(upstream);
     let response = Head::read(&mut from_upstream)?;
-    client.write_all(&response.to_bytes_closing())?;
+    let head = response.to_bytes_closing();
+    client.write_all(&head)?;
+    state.lock().unwrap().bytes_down += head.len() as u64;
     // The response runs until the upstream closes (it was asked to).
     let mut offset = 0usize;
     let mut buffer = [0u8; 16 * 1024];
@@ -441,6 +461,7 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> io::Result<
         if read == 0 {
             return client.flush();
         }
+        state.lock().unwrap().bytes_down += read as u64;
         let chunk = &mut buffer[..read];
         match action {
             Some(Action::ResetResponseAfter(limit)) if offset + read >= limit => {
@@ -455,6 +476,24 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> io::Result<
         }
         client.write_all(chunk)?;
         offset += read;
+    }
+}
+
+/// A writer that counts what passes.
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
