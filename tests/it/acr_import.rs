@@ -577,3 +577,48 @@ fn a_re_run_asks_two_requests_per_image_and_nothing_of_arm() {
     );
     assert_eq!(arm.imports().len(), services.len(), "no import asked again");
 }
+
+#[test]
+fn a_source_with_exports_disabled_is_copied_under_auto_and_refused_under_acr_import() {
+    let acrs = Acrs::with(|mut config| {
+        config.registries[0].export_disabled = true;
+        config
+    });
+    let refused = one(&acrs.import(&acrs.prod, "acr-import", &[]).assert().code(1));
+    assert_eq!(refused["error"]["code"], "unsupported", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("devacr has exports disabled"), "{message}");
+
+    let copied = one(&acrs.import(&acrs.prod, "auto", &[]).assert().success());
+    let event = last_event(&copied);
+    assert_eq!(event["via"], "copy", "{event}");
+    assert!(
+        event["viaReason"].as_str().unwrap().contains("exports disabled"),
+        "{event}"
+    );
+    assert!(acrs.arm.imports().is_empty(), "ARM was asked for nothing");
+}
+
+#[test]
+fn resource_manager_over_plain_http_is_refused_off_loopback() {
+    let acrs = Acrs::new();
+    let mut command = tool("os-import");
+    command
+        .args([
+            "--to",
+            &format!("{}/onestream", acrs.prod.host()),
+            "--via",
+            "acr-import",
+        ])
+        .args(["--arm-endpoint", "http://management.example.com"])
+        .write_stdin(acrs.record());
+    for (name, value) in acrs.arm.env() {
+        command.env(name, value);
+    }
+    let output = command.assert().code(2);
+    let stderr = String::from_utf8_lossy(&output.get_output().stderr);
+    assert!(
+        stderr.contains("--arm-endpoint") && stderr.contains("plain http only on loopback"),
+        "{stderr}"
+    );
+}
