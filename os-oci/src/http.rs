@@ -101,6 +101,37 @@ impl Attempts {
     }
 }
 
+impl RetryPolicy {
+    /// Sends the request `build` makes, again after each transient failure
+    /// (a connection error, 429, 5xx; waiting as `Retry-After` asks) until
+    /// the policy gives up. The last answer comes back whatever its status;
+    /// only a transport failure is an error. For one-shot API calls with
+    /// small bodies (Key Vault, Resource Manager); the registry client has
+    /// its own loop, which also renews tokens.
+    pub async fn send(
+        self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut attempts = self.start();
+        loop {
+            match build().send().await {
+                Err(e)
+                    if is_transient_error(&e)
+                        && attempts.retry(None, format!("{what}: {}", describe(&e))).await => {}
+                Err(e) => return Err(e),
+                Ok(response) if is_transient_status(response.status()) => {
+                    let why = format!("{what}: {}", response.status());
+                    if !attempts.retry(retry_after(response.headers()), why).await {
+                        return Ok(response);
+                    }
+                }
+                Ok(response) => return Ok(response),
+            }
+        }
+    }
+}
+
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();

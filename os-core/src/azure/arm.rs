@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use super::AzureError;
 use super::credential::{AzureCredential, clip};
-use crate::http::{self, RetryPolicy, describe, is_loopback, retry_after};
+use crate::http::{RetryPolicy, describe, is_loopback, retry_after};
 
 pub const API_VERSION: &str = "2025-11-01";
 
@@ -292,63 +292,48 @@ impl ResourceManager {
         what: &str,
     ) -> Result<(Answer, Value), ArmError> {
         let authorization = self.credential.token(&self.resource).await?;
-        let mut attempts = ARM_RETRY.start();
-        loop {
-            let mut request = self
+        let build = || {
+            let request = self
                 .credential
                 .http()
                 .request(method.clone(), url)
                 .bearer_auth(authorization.token.as_str());
-            if let Some(body) = body {
-                request = request.json(body);
+            match body {
+                Some(body) => request.json(body),
+                None => request,
             }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e)
-                    if http::is_transient_error(&e)
-                        && attempts.retry(None, format!("{what}: {}", describe(&e))).await =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    return Err(ArmError::Unreachable {
-                        endpoint: self.endpoint.clone(),
-                        detail: describe(&e),
-                    });
-                }
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            if http::is_transient_status(status)
-                && attempts
-                    .retry(retry_after(&headers), format!("{what}: {status}"))
-                    .await
-            {
-                continue;
-            }
-            let bytes = response.bytes().await.unwrap_or_default();
-            let json: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            if !status.is_success() {
-                return Err(self.refusal(status, &json, &bytes, what, authorization.credential));
-            }
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let answer = Answer {
-                status,
-                location: header(LOCATION.as_str()),
-                retry_after: retry_after(&headers),
-                request_id: header("x-ms-request-id"),
-            };
-            return Ok((answer, json));
+        };
+        let response = ARM_RETRY
+            .send(what, build)
+            .await
+            .map_err(|e| ArmError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                detail: describe(&e),
+            })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let json: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        if !status.is_success() {
+            return Err(self.refusal(status, &json, &bytes, what, authorization.credential));
         }
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let answer = Answer {
+            status,
+            location: header(LOCATION.as_str()),
+            retry_after: retry_after(&headers),
+            request_id: header("x-ms-request-id"),
+        };
+        Ok((answer, json))
     }
 
     fn refusal(

@@ -12,7 +12,7 @@ use sha2::Digest as _;
 
 use super::credential::{AzureCredential, clip, first_line};
 use super::{AzureError, CredentialKind};
-use crate::http::{self, RetryPolicy, describe, is_loopback, retry_after};
+use crate::http::{RetryPolicy, describe, is_loopback};
 
 pub(super) const API_VERSION: &str = "7.4";
 
@@ -234,65 +234,50 @@ impl KeyVault {
         what: &str,
     ) -> Result<Value, AzureError> {
         let authorization = self.credential.token(&endpoint.resource).await?;
-        let mut attempts = VAULT_RETRY.start();
-        loop {
-            let mut request = self
+        let build = || {
+            let request = self
                 .credential
                 .http()
                 .request(method.clone(), url)
                 .query(&[("api-version", API_VERSION)])
                 .bearer_auth(authorization.token.as_str());
-            if let Some(body) = body {
-                request = request.json(body);
+            match body {
+                Some(body) => request.json(body),
+                None => request,
             }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e)
-                    if http::is_transient_error(&e)
-                        && attempts.retry(None, format!("{what}: {}", describe(&e))).await =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    return Err(AzureError::Unreachable {
-                        vault: endpoint.host.clone(),
-                        detail: describe(&e),
-                    });
-                }
-            };
-            let status = response.status();
-            if status.is_success() {
-                return response.json::<Value>().await.map_err(|e| AzureError::Protocol {
-                    vault: endpoint.host.clone(),
-                    detail: format!("{what}: unreadable answer: {}", describe(&e)),
-                });
-            }
-            if http::is_transient_status(status)
-                && attempts
-                    .retry(retry_after(response.headers()), format!("{what}: {status}"))
-                    .await
-            {
-                continue;
-            }
-            let detail = vault_error_detail(response).await;
-            let (vault, what) = (endpoint.host.clone(), what.to_string());
-            return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AzureError::Unauthorized {
-                    vault,
-                    what,
-                    status: status.as_u16(),
-                    credential: authorization.credential.to_string(),
-                    detail,
-                },
-                StatusCode::NOT_FOUND => AzureError::NotFound { vault, what, detail },
-                _ => AzureError::Status {
-                    vault,
-                    what,
-                    status: status.as_u16(),
-                    detail,
-                },
+        };
+        let response = VAULT_RETRY
+            .send(what, build)
+            .await
+            .map_err(|e| AzureError::Unreachable {
+                vault: endpoint.host.clone(),
+                detail: describe(&e),
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json::<Value>().await.map_err(|e| AzureError::Protocol {
+                vault: endpoint.host.clone(),
+                detail: format!("{what}: unreadable answer: {}", describe(&e)),
             });
         }
+        let detail = vault_error_detail(response).await;
+        let (vault, what) = (endpoint.host.clone(), what.to_string());
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AzureError::Unauthorized {
+                vault,
+                what,
+                status: status.as_u16(),
+                credential: authorization.credential.to_string(),
+                detail,
+            },
+            StatusCode::NOT_FOUND => AzureError::NotFound { vault, what, detail },
+            _ => AzureError::Status {
+                vault,
+                what,
+                status: status.as_u16(),
+                detail,
+            },
+        })
     }
 }
 
