@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use super::job::Job;
 use super::{Copied, Copier, ImportError};
 use crate::azure::arm::{
     AcrResource, ArmError, ImportCredentials, ImportImage, ImportSource, ResourceManager, is_acr_host,
@@ -144,7 +143,7 @@ impl ServerSide {
         ResourceManager::new(std::sync::Arc::new(credential), endpoint, subscription)
     }
 
-    /// The way `job` goes. Under `acr-import`, a reason not to import
+    /// The way a record goes. Under `acr-import`, a reason not to import
     /// server-side is an error; under `auto` it is the copy's reason.
     pub(super) async fn route(&self, copier: &Copier<'_>, platforms: bool) -> Result<Route, ImportError> {
         if self.options.via == Via::Copy {
@@ -231,7 +230,8 @@ impl ServerSide {
         Ok(())
     }
 
-    /// The image imported into `target` by digest, under the job's tags,
+    /// The image `digest` imported into `target` under `tags` (the record's
+    /// and every `--tag`),
     /// then checked at the target. What the target already has is not
     /// asked for again; a tag naming another digest stops the import unless
     /// `--force`. `Ok(Err(reason))`: past ACR's limits under `auto`, for
@@ -239,7 +239,7 @@ impl ServerSide {
     pub(super) async fn import(
         &self,
         copier: &Copier<'_>,
-        job: &Job,
+        (digest, tags): (&Digest, &[String]),
         (target, source): (&AcrResource, Option<&AcrResource>),
         known_type: Option<&str>,
     ) -> Result<Result<(Copied, ServerImport), String>, ImportError> {
@@ -247,10 +247,10 @@ impl ServerSide {
         let (Place::Registry(from), Place::Registry(to)) = (&copier.from, &copier.to) else {
             unreachable!("a server route is registry to registry")
         };
-        let (stores, place, digest) = (copier.stores, &copier.to, &job.digest);
+        let (stores, place) = (copier.stores, &copier.to);
         let mut pending = Vec::new();
         let mut moved = Vec::new();
-        for tag in &job.tags {
+        for tag in tags {
             match place.tag_digest(stores, tag).await? {
                 Some(current) if current == *digest => {}
                 Some(current) if self.options.force => {
@@ -268,7 +268,7 @@ impl ServerSide {
             }
         }
         let names: Vec<String> = pending.iter().chain(&moved).cloned().collect();
-        let nothing_to_do = if job.tags.is_empty() {
+        let nothing_to_do = if tags.is_empty() {
             place.has_manifest(stores, digest).await?
         } else {
             names.is_empty()

@@ -22,11 +22,11 @@ use crate::record::{ErrorCode, Event, Record, field};
 
 /// One record's import, as its fields and the options ask for it.
 pub(super) struct Job {
-    pub(super) source: ImageRef,
-    pub(super) target: ImageRef,
-    pub(super) digest: Digest,
+    source: ImageRef,
+    target: ImageRef,
+    digest: Digest,
     /// The record's tag, then every `--tag`.
-    pub(super) tags: Vec<String>,
+    tags: Vec<String>,
 }
 
 /// What one record's copy did, for its event.
@@ -181,7 +181,8 @@ impl Importer {
             Route::Copy { reason } => (self.copy_image(&copier, job).await?, Way::Copied { reason }),
             Route::Server { target, source } => {
                 let ends = (&target, source.as_ref());
-                match self.server_side.import(&copier, job, ends, known_type).await? {
+                let image = (&job.digest, job.tags.as_slice());
+                match self.server_side.import(&copier, image, ends, known_type).await? {
                     Ok((copied, server)) => (copied, Way::Server(server)),
                     Err(reason) => (
                         self.copy_image(&copier, job).await?,
