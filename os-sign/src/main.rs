@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use os_core::cli::{self, CommonArgs, key_value};
 use os_core::pipeline::{exit, runtime};
 use os_core::signing::key::{KeyRef, Password, Signer};
+use os_core::steps::attest::{AttestOptions, Attesting};
 use os_core::steps::sign::{self, SignOptions, Signing, Storage};
 
 /// Sign each record's digest the way `cosign sign --key` does, and pass the
@@ -57,6 +58,30 @@ enum Command {
         #[arg(long, default_value = "cosign", value_name = "PREFIX")]
         output_key_prefix: PathBuf,
     },
+    /// Attach a signed in-toto attestation about each record's digest, as
+    /// `cosign attest --key` does: a DSSE envelope appended to the
+    /// sha256-<hex>.att manifest. The key is decrypted once for the whole
+    /// stream; attesting the same predicate again with the same key adds
+    /// nothing.
+    Attest {
+        /// The predicate type: one of cosign's names (slsaprovenance,
+        /// slsaprovenance1, spdxjson, cyclonedx, vuln, openvex, link,
+        /// custom) or any URI.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+
+        /// The predicate, a JSON file (not `-`: stdin carries the records).
+        #[arg(long, value_name = "FILE")]
+        predicate: PathBuf,
+
+        /// Private key, as for signing (file, env://VAR, azurekms://…).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+
+        /// Image references to attest ad hoc (resolved to digests first).
+        #[arg(value_name = "REFERENCE")]
+        references: Vec<String>,
+    },
     /// Print the PEM public key of any key source.
     PublicKey {
         #[arg(long, value_name = "KEY")]
@@ -68,6 +93,7 @@ const EXAMPLES: &str = "\
   COSIGN_PASSWORD=… os-sign generate-key-pair
   os-sign public-key --key cosign.key > cosign.pub
   os-digest dev.example.com/iam:1.4.2 | os-sign --key cosign.key -a pipeline=iam-ci | os-verify --key cosign.pub
+  … | os-sign --key cosign.key | os-sign attest --type slsaprovenance1 --predicate provenance.json --key cosign.key
   os-sign --key env://COSIGN_PRIVATE_KEY dev.example.com/iam@sha256:…
   os-sign --key azurekms://onestream-kv.vault.azure.net/cosign --azure-credential workload-identity < records";
 
@@ -81,6 +107,21 @@ fn main() -> ExitCode {
                 sign::write_key_pair(&output_key_prefix).map(|()| exit::SUCCESS),
             )
         }
+        Some(Command::Attest {
+            kind,
+            predicate,
+            key,
+            references,
+        }) => cli::run_step_with(&args.common, references, |_| -> anyhow::Result<Attesting> {
+            let options = AttestOptions::load(&kind, &predicate)?;
+            let key: KeyRef = key.parse()?;
+            let signer = runtime().block_on(Signer::load(
+                &key,
+                &Password::EnvOrPrompt,
+                args.common.azure_credential,
+            ))?;
+            Ok(Attesting { signer, options })
+        }),
         Some(Command::PublicKey { key }) => {
             args.common.init_logging();
             let exported = sign::public_key_pem(&key, args.common.azure_credential).map(|exported| {

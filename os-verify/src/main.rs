@@ -7,13 +7,16 @@ use os_core::cli::{self, CommonArgs, key_value};
 use os_core::oci::layout::Layout;
 use os_core::pipeline::runtime;
 use os_core::signing::key::{KeyRef, Password, PublicKey};
-use os_core::steps::verify::{self, Identity, SignatureSource, Verification, VerifyPolicy};
+use os_core::steps::verify::{
+    self, Identity, SignatureSource, Verification, VerifyPolicy, WantedAttestation,
+};
 
 /// Verify the cosign signatures of each record's digest at its current
 /// image, and pass verified records on with a `verify` event. A record
 /// that fails becomes an error record whose `error.code` says why:
 /// no-signature, key-mismatch, digest-mismatch, identity-mismatch,
-/// annotation-mismatch, malformed-signature or registry-error.
+/// annotation-mismatch, malformed-signature, no-attestation or
+/// registry-error.
 ///
 /// Needs no network beyond the registry: no transparency log, no TUF root.
 #[derive(Debug, Parser)]
@@ -38,6 +41,13 @@ struct Args {
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = key_value)]
     annotations: Vec<(String, String)>,
 
+    /// Also require a signed in-toto attestation of this type (cosign's
+    /// names: slsaprovenance, slsaprovenance1, spdxjson, cyclonedx, vuln,
+    /// openvex, link, custom; or any URI) for the digest, signed by one of
+    /// the keys, in the sha256-<hex>.att manifest. Repeatable.
+    #[arg(long = "attestation", value_name = "TYPE", value_parser = attestation)]
+    attestations: Vec<WantedAttestation>,
+
     /// Read signatures from this OCI image layout instead of the registry
     /// (an air-gapped site's export): no network at all.
     #[arg(long, value_name = "DIR")]
@@ -55,7 +65,12 @@ const EXAMPLES: &str = "\
   os-digest reg/iam:1.4.2 | os-sign --key cosign.key | os-verify --key cosign.pub
   os-verify --key cosign.pub dev.example.com/iam@sha256:…
   os-verify --key cosign.pub --offline ./airgap < records.json
+  … | os-verify --key cosign.pub --attestation slsaprovenance1 --attestation vuln
   … | os-verify --key cosign.pub --identity exact --identity-remap dev.example.com/onestream=prod.example.com/onestream";
+
+fn attestation(text: &str) -> Result<WantedAttestation, String> {
+    WantedAttestation::named(text).map_err(|e| e.to_string())
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -89,6 +104,7 @@ fn main() -> ExitCode {
                 identity: args.identity,
                 remaps: args.remaps,
                 annotations: args.annotations.into_iter().collect(),
+                attestations: args.attestations,
             }))
         },
     )

@@ -245,6 +245,7 @@ fn acr_import_copies_server_side_and_carries_every_attachment() {
     tool("os-verify")
         .arg("--key")
         .arg(acrs.public())
+        .args(["--attestation", "slsaprovenance"])
         .write_stdin(stdout(&imported))
         .assert()
         .success();

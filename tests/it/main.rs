@@ -11,6 +11,7 @@
 mod acr_import;
 mod acr_sign_in;
 mod arm_standin;
+mod attest;
 mod azure_keyvault;
 mod ci_host;
 mod deploy;

@@ -12,27 +12,29 @@ use support::images;
 use support::registry::TestRegistry;
 use support::schema::{one, stdout};
 
-const PASSWORD: &str = "correct horse";
+pub(crate) const PASSWORD: &str = "correct horse";
 
-struct Setup {
-    registry: TestRegistry,
-    dir: tempfile::TempDir,
+/// A registry and a scratch directory (cosign's HOME), shared with the
+/// attestation tests.
+pub(crate) struct Setup {
+    pub(crate) registry: TestRegistry,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    pub(crate) fn new() -> Setup {
         Setup {
             registry: TestRegistry::start(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Pushes a fresh image and returns its os-digest record (one line).
-    fn image(&self, repo: &str, seed: &str) -> (String, String) {
+    pub(crate) fn image(&self, repo: &str, seed: &str) -> (String, String) {
         let image = images::single_arch(&self.path(&format!("layout-{seed}")), "1", seed);
         images::push(&image, &self.registry, repo, "1");
         let output = tool("os-digest")
@@ -45,11 +47,11 @@ impl Setup {
         )
     }
 
-    fn pinned(&self, repo: &str, digest: &str) -> String {
+    pub(crate) fn pinned(&self, repo: &str, digest: &str) -> String {
         format!("{}/{repo}@{digest}", self.registry.host())
     }
 
-    fn our_keys(&self, prefix: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn our_keys(&self, prefix: &str) -> (PathBuf, PathBuf) {
         tool("os-sign")
             .args(["generate-key-pair", "--output-key-prefix"])
             .arg(self.path(prefix))
@@ -62,7 +64,7 @@ impl Setup {
         )
     }
 
-    fn cosign_keys(&self, prefix: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn cosign_keys(&self, prefix: &str) -> (PathBuf, PathBuf) {
         let prefix_path = self.path(prefix);
         cosign_ok(
             &[
@@ -79,7 +81,7 @@ impl Setup {
         )
     }
 
-    fn cosign_sign(&self, key: &Path, reference: &str, extra: &[&str]) {
+    pub(crate) fn cosign_sign(&self, key: &Path, reference: &str, extra: &[&str]) {
         let mut args = vec![
             "sign",
             "--yes",
@@ -93,7 +95,12 @@ impl Setup {
         cosign_ok(&args, PASSWORD, self.dir.path());
     }
 
-    fn cosign_verify(&self, public: &Path, reference: &str, extra: &[&str]) -> std::process::Output {
+    pub(crate) fn cosign_verify(
+        &self,
+        public: &Path,
+        reference: &str,
+        extra: &[&str],
+    ) -> std::process::Output {
         let mut args = vec![
             "verify",
             "--key",
@@ -106,7 +113,7 @@ impl Setup {
         cosign(&args, PASSWORD, self.dir.path())
     }
 
-    fn sign(&self, key: &Path, input: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
+    pub(crate) fn sign(&self, key: &Path, input: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
         tool("os-sign")
             .arg("--key")
             .arg(key)
@@ -116,7 +123,7 @@ impl Setup {
             .assert()
     }
 
-    fn verify(&self, public: &Path, input: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
+    pub(crate) fn verify(&self, public: &Path, input: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
         tool("os-verify")
             .arg("--key")
             .arg(public)

@@ -64,6 +64,8 @@ error_codes! {
     KeyError = "key-error",
     /// os-verify: no `.sig` tag and no signature referrer.
     NoSignature = "no-signature",
+    /// os-verify --attestation: no attestation of that type (signed, for the digest).
+    NoAttestation = "no-attestation",
     /// os-verify: a signature that does not parse, or content that does not match its digest.
     MalformedSignature = "malformed-signature",
     /// os-verify: no signature verifies with the given key(s).

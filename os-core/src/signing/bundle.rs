@@ -170,6 +170,17 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Envelope, BundleError> {
         return Err(BundleError::Json(format!("mediaType is {media_type:?}")));
     }
     let envelope = bundle.get("dsseEnvelope").ok_or(BundleError::NoEnvelope)?;
+    envelope_of(envelope)
+}
+
+/// A bare DSSE envelope (`{"payloadType","payload","signatures"}`), as a
+/// cosign `.att` layer holds one.
+pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope, BundleError> {
+    let envelope: Value = serde_json::from_slice(bytes).map_err(|e| BundleError::Json(e.to_string()))?;
+    envelope_of(&envelope)
+}
+
+fn envelope_of(envelope: &Value) -> Result<Envelope, BundleError> {
     let text = |field: &str| envelope.get(field).and_then(Value::as_str).unwrap_or_default();
     let payload = BASE64
         .decode(text("payload"))

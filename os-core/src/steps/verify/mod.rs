@@ -21,9 +21,12 @@ use crate::record::{ErrorCode, Event, Record, field};
 use crate::signing::key::PublicKey;
 use crate::signing::simple_signing::{self};
 
+mod attestations;
 mod candidate;
 mod find;
 mod policy;
+
+pub use attestations::{CheckedAttestation, WantedAttestation, check_envelope};
 
 use candidate::Candidate;
 use find::find_accepted;
@@ -72,6 +75,8 @@ pub struct VerifyPolicy {
     pub annotations: BTreeMap<String, String>,
     /// Where signatures are read from (`--offline DIR`: a layout).
     pub source: SignatureSource,
+    /// `--attestation TYPE`: each must be there, signed by one of the keys.
+    pub attestations: Vec<WantedAttestation>,
 }
 
 /// Why a record failed verification, as a stable code; ordered by how far
@@ -80,6 +85,7 @@ pub struct VerifyPolicy {
 pub enum Reason {
     RegistryError,
     NoSignature,
+    NoAttestation,
     MalformedSignature,
     KeyMismatch,
     DigestMismatch,
@@ -92,6 +98,7 @@ impl From<Reason> for ErrorCode {
         match reason {
             Reason::RegistryError => ErrorCode::RegistryError,
             Reason::NoSignature => ErrorCode::NoSignature,
+            Reason::NoAttestation => ErrorCode::NoAttestation,
             Reason::MalformedSignature => ErrorCode::MalformedSignature,
             Reason::KeyMismatch => ErrorCode::KeyMismatch,
             Reason::DigestMismatch => ErrorCode::DigestMismatch,
@@ -193,29 +200,39 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
             Err(failed) => return failed,
         },
     };
-    match find_accepted(stores, &policy.source.place(&image), policy, &image, &digest).await {
-        Ok(accepted) => {
-            record.push_event(
-                Event::new(STEP, TOOL)
-                    .with("image", verified_at)
-                    // What was verified, in its own field: a referrer's
-                    // `signature` (`repository@sha256:…`) does not name it.
-                    .with("digest", digest.to_string())
-                    .with("keyId", accepted.key_id)
-                    .with(
-                        "signature",
-                        match &accepted.bundle_referrer {
-                            Some(referrer) => format!("{}@{referrer}", image.name()),
-                            None => format!(
-                                "{}@{}",
-                                image.with_tag(simple_signing::signature_tag(&digest)),
-                                accepted.payload_digest
-                            ),
-                        },
-                    )
-                    .with("identity", accepted.identity)
-                    .with("verified", true),
-            );
+    let place = policy.source.place(&image);
+    let checked = match find_accepted(stores, &place, policy, &image, &digest).await {
+        Ok(accepted) => attestations::check_attestations(stores, &place, policy, &digest)
+            .await
+            .map(|attested| (accepted, attested)),
+        Err(rejection) => Err(rejection),
+    };
+    match checked {
+        Ok((accepted, attested)) => {
+            let mut event = Event::new(STEP, TOOL)
+                .with("image", verified_at)
+                // What was verified, in its own field: a referrer's
+                // `signature` (`repository@sha256:…`) does not name it.
+                .with("digest", digest.to_string())
+                .with("keyId", accepted.key_id)
+                .with(
+                    "signature",
+                    match &accepted.bundle_referrer {
+                        Some(referrer) => format!("{}@{referrer}", image.name()),
+                        None => format!(
+                            "{}@{}",
+                            image.with_tag(simple_signing::signature_tag(&digest)),
+                            accepted.payload_digest
+                        ),
+                    },
+                )
+                .with("identity", accepted.identity)
+                .with("verified", true);
+            if !attested.is_empty() {
+                let listed: Vec<Value> = attested.iter().map(CheckedAttestation::to_json).collect();
+                event = event.with("attestations", listed);
+            }
+            record.push_event(event);
             record
         }
         Err(rejection) => {

@@ -1,0 +1,210 @@
+//! `os-sign attest`'s step: attach a signed in-toto attestation about each
+//! record's digest the way `cosign attest --key` does (a DSSE envelope
+//! appended to the `sha256-<hex>.att` manifest), with the key loaded once
+//! for the whole stream.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::oci::digest::Digest;
+use crate::oci::reference::RegistryRef;
+use crate::oci::registry::RegistryError;
+use crate::oci::store::Stores;
+use crate::pipeline::{Step, Work};
+use crate::record::{ErrorCode, Event, Origin, Record, located};
+use crate::signing::attestation::{self, AttestationError};
+use crate::signing::key::{KeyError, Signer};
+use crate::signing::simple_signing;
+use crate::steps::digest as digest_step;
+use crate::steps::sign::TOOL;
+
+const STEP: &str = "attest";
+
+/// What every record is attested with.
+#[derive(Debug, Clone)]
+pub struct AttestOptions {
+    /// `--type` as given (a cosign name or a URI).
+    pub type_name: String,
+    /// The predicate type URI it stands for.
+    pub predicate_type: String,
+    pub predicate: Value,
+}
+
+impl AttestOptions {
+    /// `--type NAME --predicate FILE`, read once. `-` is refused: stdin
+    /// carries the records.
+    pub fn load(type_name: &str, path: &Path) -> Result<AttestOptions, AttestationError> {
+        let shown = path.display().to_string();
+        if shown == "-" {
+            return Err(AttestationError::Predicate {
+                path: shown,
+                detail: "stdin carries the records; give the predicate as a file".into(),
+            });
+        }
+        let predicate_type = attestation::predicate_type(type_name)?;
+        let bytes = std::fs::read(path).map_err(|e| AttestationError::Predicate {
+            path: shown.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(AttestOptions {
+            type_name: type_name.to_string(),
+            predicate: attestation::predicate(&predicate_type, &shown, &bytes)?,
+            predicate_type,
+        })
+    }
+}
+
+/// os-sign attest's step: one key, one predicate, every record.
+pub struct Attesting {
+    pub signer: Signer,
+    pub options: AttestOptions,
+}
+
+impl Step for Attesting {
+    const TOOL: &'static str = TOOL;
+    const NAME: &'static str = STEP;
+
+    async fn work(&self, stores: &Stores, origin: Origin, work: Work) -> Record {
+        let record = digest_step::record_for(stores, TOOL, origin, work).await;
+        if record.is_error() {
+            return record;
+        }
+        self.attest_record(stores, origin, record).await
+    }
+}
+
+impl Attesting {
+    async fn attest_record(&self, stores: &Stores, origin: Origin, mut record: Record) -> Record {
+        let (image, digest) = match located(&record, origin, STEP) {
+            Ok(found) => found,
+            Err(failed) => return failed,
+        };
+        let attestation_ref = image.with_tag(format!("{}.att", digest.tag_form()));
+        match self.store(stores, &image, &attestation_ref, &digest).await {
+            Ok((envelope, added)) => {
+                let options = &self.options;
+                record.push_event(
+                    Event::new(STEP, TOOL)
+                        .with("type", options.type_name.clone())
+                        .with("predicateType", options.predicate_type.clone())
+                        .with("storage", "tag")
+                        .with("attestation", format!("{attestation_ref}@{envelope}"))
+                        .with("signer", self.signer.reference())
+                        .with("keyId", self.signer.key_id())
+                        .with("added", added),
+                );
+                record
+            }
+            Err(error) => {
+                record.fail(
+                    STEP,
+                    error.code(),
+                    format!("{origin}: storing the attestation at {attestation_ref}: {error}"),
+                );
+                record
+            }
+        }
+    }
+
+    /// Appends the envelope to the `.att` manifest (creating it), unless a
+    /// layer already holds this statement signed by this key. Returns the
+    /// envelope's digest and whether it was added. The blob goes up before
+    /// the manifest that names it.
+    async fn store(
+        &self,
+        stores: &Stores,
+        image: &RegistryRef,
+        attestation_ref: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<(Digest, bool), AttestError> {
+        let registry = stores.registry();
+        let options = &self.options;
+        let name = simple_signing::docker_reference(image);
+        let statement = attestation::statement(&name, digest, &options.predicate_type, &options.predicate);
+        let mut layers: Vec<Value> = Vec::new();
+        if let Some((bytes, _)) = registry.fetch_manifest_if_any(attestation_ref).await? {
+            let manifest: Value =
+                serde_json::from_slice(&bytes).map_err(|e| AttestError::Existing(e.to_string()))?;
+            layers = manifest
+                .get("layers")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| AttestError::Existing("it has no layers".into()))?;
+            if let Some(found) = self
+                .already_there(stores, attestation_ref, &layers, &statement)
+                .await?
+            {
+                return Ok((found, false));
+            }
+        }
+        let signature = self.signer.sign(&attestation::signed_bytes(&statement)).await?;
+        let envelope = attestation::envelope(&statement, &signature);
+        let envelope_digest = Digest::of(&envelope);
+        layers.push(attestation::layer(&envelope, &options.predicate_type));
+        registry
+            .upload_small_blob(attestation_ref, Bytes::from(envelope))
+            .await?;
+        registry
+            .push_small_blob_once(attestation_ref, Bytes::from_static(simple_signing::EMPTY_CONFIG))
+            .await?;
+        let manifest = simple_signing::signature_manifest(&layers);
+        registry
+            .push_manifest(
+                attestation_ref,
+                attestation_ref.tag.as_deref(),
+                crate::oci::manifest::OCI_MANIFEST,
+                Bytes::from(manifest),
+            )
+            .await?;
+        Ok((envelope_digest, true))
+    }
+
+    /// The layer that already holds `statement` signed by this key.
+    async fn already_there(
+        &self,
+        stores: &Stores,
+        attestation_ref: &RegistryRef,
+        layers: &[Value],
+        statement: &[u8],
+    ) -> Result<Option<Digest>, AttestError> {
+        let public = self.signer.public_key();
+        let same_type = layers
+            .iter()
+            .filter_map(attestation::layer_of)
+            .filter(|(_, kind)| kind.as_deref() == Some(self.options.predicate_type.as_str()));
+        for (layer, _) in same_type {
+            let bytes = stores.registry().fetch_blob(attestation_ref, &layer).await?;
+            let Some(envelope) = attestation::parse(&bytes) else {
+                continue;
+            };
+            let signed = envelope.signed_bytes();
+            if envelope.payload == statement && envelope.signatures.iter().any(|s| public.verify(s, &signed))
+            {
+                return Ok(Some(layer));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttestError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the existing attestation manifest is malformed: {0}")]
+    Existing(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl AttestError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            AttestError::Registry(error) => error.into(),
+            AttestError::Existing(_) => ErrorCode::MalformedSignature,
+            AttestError::Key(_) => ErrorCode::KeyError,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `--attestation TYPE`: each record must carry, in its `sha256-<hex>.att`
+//! manifest, a DSSE envelope of that predicate type whose signature
+//! verifies with one of the keys and whose in-toto statement names the
+//! record's digest as its subject (as `cosign verify-attestation --type`
+//! checks). Every blob is read by digest and checked against it.
+
+use serde_json::Value;
+
+use super::{Reason, Rejection, VerifyPolicy};
+use crate::oci::digest::Digest;
+use crate::oci::store::{Place, Stores};
+use crate::signing::attestation;
+use crate::signing::bundle;
+
+/// A required attestation: `--type` as given, and the predicate type URI.
+#[derive(Debug, Clone)]
+pub struct WantedAttestation {
+    pub type_name: String,
+    pub predicate_type: String,
+}
+
+impl WantedAttestation {
+    /// `--attestation TYPE`: one of cosign's names or a URI.
+    pub fn named(type_name: &str) -> Result<WantedAttestation, attestation::AttestationError> {
+        Ok(WantedAttestation {
+            type_name: type_name.to_string(),
+            predicate_type: attestation::predicate_type(type_name)?,
+        })
+    }
+}
+
+/// An attestation that passed, for the verify event.
+#[derive(Debug)]
+pub struct CheckedAttestation {
+    pub type_name: String,
+    pub predicate_type: String,
+    /// The envelope's digest (the `.att` layer).
+    pub digest: Digest,
+    pub key_id: String,
+}
+
+impl CheckedAttestation {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "type": self.type_name,
+            "predicateType": self.predicate_type,
+            "digest": self.digest.to_string(),
+            "keyId": self.key_id,
+        })
+    }
+}
+
+/// One accepted attestation per wanted type, or why the first type without
+/// one failed (the most telling rejection among its candidates).
+pub(super) async fn check_attestations(
+    stores: &Stores,
+    place: &Place,
+    policy: &VerifyPolicy,
+    digest: &Digest,
+) -> Result<Vec<CheckedAttestation>, Rejection> {
+    if policy.attestations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tag = format!("{}.att", digest.tag_form());
+    let layers = match place.tagged(stores, &tag).await {
+        Ok(Some(bytes)) => att_layers(&bytes)?,
+        Ok(None) => Vec::new(),
+        Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
+    };
+    let mut checked = Vec::new();
+    for wanted in &policy.attestations {
+        checked.push(accept_one(stores, place, policy, digest, &layers, wanted).await?);
+    }
+    Ok(checked)
+}
+
+/// The `.att` manifest's DSSE layers: digest and predicate type annotation.
+fn att_layers(bytes: &[u8]) -> Result<Vec<(Digest, Option<String>)>, Rejection> {
+    let manifest: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::new(Reason::MalformedSignature, format!("the .att manifest: {e}")))?;
+    Ok(manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(attestation::layer_of)
+        .collect())
+}
+
+async fn accept_one(
+    stores: &Stores,
+    place: &Place,
+    policy: &VerifyPolicy,
+    digest: &Digest,
+    layers: &[(Digest, Option<String>)],
+    wanted: &WantedAttestation,
+) -> Result<CheckedAttestation, Rejection> {
+    // The annotation is a hint only (the statement decides), so layers
+    // without one are read too.
+    let candidates = layers
+        .iter()
+        .filter(|(_, kind)| kind.as_ref().is_none_or(|kind| *kind == wanted.predicate_type));
+    let mut best = Rejection::new(
+        Reason::NoAttestation,
+        format!(
+            "no {} attestation ({}) in {}.att",
+            wanted.type_name,
+            wanted.predicate_type,
+            digest.tag_form()
+        ),
+    );
+    for (layer, _) in candidates {
+        let bytes = place
+            .blob(stores, layer)
+            .await
+            .map_err(|e| Rejection::new(Reason::RegistryError, e.to_string()))?;
+        match check_envelope(policy, digest, wanted, &bytes) {
+            Ok(key_id) => {
+                return Ok(CheckedAttestation {
+                    type_name: wanted.type_name.clone(),
+                    predicate_type: wanted.predicate_type.clone(),
+                    digest: layer.clone(),
+                    key_id,
+                });
+            }
+            Err(rejection) if rejection.reason > best.reason => best = rejection,
+            Err(_) => {}
+        }
+    }
+    Err(best)
+}
+
+/// One envelope against the policy: a key's signature over its PAE, an
+/// in-toto statement of the wanted type about `digest`. Pure.
+pub fn check_envelope(
+    policy: &VerifyPolicy,
+    digest: &Digest,
+    wanted: &WantedAttestation,
+    bytes: &[u8],
+) -> Result<String, Rejection> {
+    let malformed = |detail: String| Rejection::new(Reason::MalformedSignature, detail);
+    let envelope = attestation::parse(bytes)
+        .ok_or_else(|| malformed("an .att layer is not a DSSE envelope of in-toto".into()))?;
+    let signed = envelope.signed_bytes();
+    let key = policy
+        .keys
+        .iter()
+        .find(|key| envelope.signatures.iter().any(|s| key.verify(s, &signed)))
+        .ok_or_else(|| {
+            Rejection::new(
+                Reason::KeyMismatch,
+                format!(
+                    "the {} attestation verifies with none of the keys",
+                    wanted.type_name
+                ),
+            )
+        })?;
+    let statement = bundle::parse_statement(&envelope.payload).map_err(|e| malformed(e.to_string()))?;
+    if statement.predicate_type != wanted.predicate_type {
+        return Err(Rejection::new(
+            Reason::NoAttestation,
+            format!(
+                "the signed statement's predicateType is {}, not {}",
+                statement.predicate_type, wanted.predicate_type
+            ),
+        ));
+    }
+    if !statement
+        .subjects
+        .iter()
+        .any(|(_, sha256)| sha256.as_deref() == Some(digest.hex()))
+    {
+        return Err(Rejection::new(
+            Reason::DigestMismatch,
+            format!("the {} attestation's subject is not {digest}", wanted.type_name),
+        ));
+    }
+    Ok(key.key_id())
+}

@@ -1,0 +1,260 @@
+//! `os-sign attest` and `os-verify --attestation` against the real cosign
+//! 2.5 in both directions (`cosign attest` / `cosign verify-attestation`,
+//! offline), and the negative cases with their reasons.
+
+use os_testkit as support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::bins::tool;
+use support::cosign::{cosign, cosign_ok};
+use support::schema::{one, stdout};
+
+use crate::sign_verify::{PASSWORD, Setup};
+
+const PROVENANCE: &str = r#"{"buildDefinition":{"buildType":"https://onestream.dev/azure-pipelines/v1","externalParameters":{"repository":"https://dev.azure.com/onestream/iam"}},"runDetails":{"builder":{"id":"https://dev.azure.com/onestream/_build?definitionId=7"}}}"#;
+const VULN: &str = r#"{"invocation":{"uri":"https://dev.azure.com/onestream/_build/results?buildId=42"},"scanner":{"uri":"pkg:github/aquasecurity/trivy@0.58.1","version":"0.58.1","result":{"SchemaVersion":2,"Results":[]}},"metadata":{"scanStartedOn":"2026-12-01T10:00:00Z","scanFinishedOn":"2026-12-01T10:00:05Z"}}"#;
+
+fn attest(s: &Setup, key: &Path, kind: &str, predicate: &str, records: &str) -> assert_cmd::assert::Assert {
+    let file = s.path(&format!("{kind}.json"));
+    std::fs::write(&file, predicate).unwrap();
+    tool("os-sign")
+        .args(["attest", "--type", kind, "--predicate"])
+        .arg(&file)
+        .arg("--key")
+        .arg(key)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .write_stdin(records.to_string())
+        .assert()
+}
+
+fn verify_attestation(s: &Setup, public: &Path, kind: &str, reference: &str) -> std::process::Output {
+    let public = public.to_str().unwrap();
+    cosign(
+        &[
+            "verify-attestation",
+            "--key",
+            public,
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--type",
+            kind,
+            reference,
+        ],
+        PASSWORD,
+        s.dir.path(),
+    )
+}
+
+fn last_event(record: &Value) -> Value {
+    record["history"].as_array().unwrap().last().unwrap().clone()
+}
+
+#[test]
+fn os_sign_attest_verifies_with_cosign_verify_attestation_and_not_with_another_key() {
+    let s = Setup::new();
+    let (record, digest) = s.image("att/ours", "ours");
+    let (key, public) = s.our_keys("ours");
+    let (_, other_public) = s.cosign_keys("other");
+    let attested = one(&attest(&s, &key, "slsaprovenance1", PROVENANCE, &record).success());
+    let event = last_event(&attested);
+    assert_eq!(event["step"], "attest");
+    assert_eq!(event["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(event["storage"], "tag");
+    assert_eq!(event["added"], true);
+
+    let pinned = s.pinned("att/ours", &digest);
+    let accepted = verify_attestation(&s, &public, "slsaprovenance1", &pinned);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let statement: Value = serde_json::from_slice(&base64_payload(
+        String::from_utf8_lossy(&accepted.stdout).lines().next().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        statement["predicate"]["runDetails"]["builder"]["id"],
+        "https://dev.azure.com/onestream/_build?definitionId=7"
+    );
+    let refused = verify_attestation(&s, &other_public, "slsaprovenance1", &pinned);
+    assert!(!refused.status.success(), "cosign refuses another key");
+
+    // The same predicate again with the same key adds nothing.
+    let again = one(&attest(&s, &key, "slsaprovenance1", PROVENANCE, &record).success());
+    assert_eq!(last_event(&again)["added"], false);
+    assert_eq!(last_event(&again)["attestation"], event["attestation"]);
+}
+
+/// The payload of the DSSE envelope cosign verify-attestation prints.
+fn base64_payload(line: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let envelope: Value = serde_json::from_str(line).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn cosign_attest_verifies_with_os_verify_attestation_and_not_with_another_key() {
+    let s = Setup::new();
+    let (record, digest) = s.image("att/cosign", "cosign");
+    let (cosign_key, cosign_public) = s.cosign_keys("signer");
+    let (_, attester_public) = s.our_keys("attester");
+    let pinned = s.pinned("att/cosign", &digest);
+    s.cosign_sign(&cosign_key, &pinned, &[]);
+    let predicate = s.path("vuln.json");
+    std::fs::write(&predicate, VULN).unwrap();
+    cosign_ok(
+        &[
+            "attest",
+            "--yes",
+            "--key",
+            cosign_key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--type",
+            "vuln",
+            "--predicate",
+            predicate.to_str().unwrap(),
+            &pinned,
+        ],
+        PASSWORD,
+        s.dir.path(),
+    );
+    let verified = one(&s
+        .verify(&cosign_public, &record, &["--attestation", "vuln"])
+        .success());
+    let checked = &last_event(&verified)["attestations"];
+    assert_eq!(checked[0]["type"], "vuln", "{checked}");
+    assert_eq!(
+        checked[0]["predicateType"],
+        "https://cosign.sigstore.dev/attestation/vuln/v1"
+    );
+    assert!(checked[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+
+    // Signed by the cosign key, attested by it: a second key that signs
+    // nothing here cannot stand in for it.
+    let both_keys = s.verify(
+        &attester_public,
+        &record,
+        &["--key", cosign_public.to_str().unwrap(), "--attestation", "vuln"],
+    );
+    both_keys.success();
+    let refused = one(&s
+        .verify(&attester_public, &record, &["--attestation", "vuln"])
+        .code(1));
+    assert_eq!(refused["error"]["code"], "key-mismatch", "{refused}");
+}
+
+/// An image signed by `key`, with attestations by `attester`.
+fn signed(s: &Setup, repo: &str) -> (String, String, std::path::PathBuf, std::path::PathBuf) {
+    let (record, digest) = s.image(repo, repo);
+    let (key, public) = s.our_keys(&repo.replace('/', "-"));
+    let signed = stdout(&s.sign(&key, &record, &[]).success());
+    (signed, digest, key, public)
+}
+
+#[test]
+fn an_attestation_of_another_type_is_not_the_one_asked_for() {
+    let s = Setup::new();
+    let (record, _, key, public) = signed(&s, "att/types");
+    attest(&s, &key, "spdxjson", r#"{"spdxVersion":"SPDX-2.3"}"#, &record).success();
+    let refused = one(&s.verify(&public, &record, &["--attestation", "vuln"]).code(1));
+    assert_eq!(refused["error"]["code"], "no-attestation", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no vuln attestation"), "{message}");
+    s.verify(&public, &record, &["--attestation", "spdxjson"])
+        .success();
+}
+
+#[test]
+fn an_attestation_whose_key_signed_another_statement_is_refused() {
+    // Another image's attestation, copied under this one's .att tag: it
+    // verifies with the key, but its subject is the other digest.
+    let s = Setup::new();
+    let (record, digest, key, public) = signed(&s, "att/subject");
+    let (other, other_digest) = s.image("att/subject", "another");
+    let other = stdout(&s.sign(&key, &other, &[]).success());
+    attest(&s, &key, "vuln", VULN, &other).success();
+    copy_att(&s, "att/subject", &other_digest, &digest, |envelope| {
+        envelope.to_vec()
+    });
+    let refused = one(&s.verify(&public, &record, &["--attestation", "vuln"]).code(1));
+    assert_eq!(refused["error"]["code"], "digest-mismatch", "{refused}");
+}
+
+#[test]
+fn a_tampered_envelope_is_refused() {
+    let s = Setup::new();
+    let (record, digest, key, public) = signed(&s, "att/tamper");
+    attest(&s, &key, "vuln", VULN, &record).success();
+    // The same statement with one byte of the predicate changed.
+    copy_att(&s, "att/tamper", &digest, &digest, |envelope| {
+        use base64::Engine as _;
+        let base64 = base64::engine::general_purpose::STANDARD;
+        let mut parsed: Value = serde_json::from_slice(envelope).unwrap();
+        let payload = String::from_utf8(base64.decode(parsed["payload"].as_str().unwrap()).unwrap()).unwrap();
+        let tampered = payload.replace("0.58.1", "0.58.2");
+        assert_ne!(payload, tampered);
+        parsed["payload"] = base64.encode(tampered).into();
+        serde_json::to_vec(&parsed).unwrap()
+    });
+    let refused = one(&s.verify(&public, &record, &["--attestation", "vuln"]).code(1));
+    assert_eq!(refused["error"]["code"], "key-mismatch", "{refused}");
+}
+
+/// Rewrites `to`'s `.att` manifest to hold `from`'s first envelope, changed
+/// by `change`.
+fn copy_att(s: &Setup, repo: &str, from: &str, to: &str, change: impl Fn(&[u8]) -> Vec<u8>) {
+    use support::push::{put_manifest, request, upload_blob};
+    let host = s.registry.host();
+    let tag = |digest: &str| format!("{}.att", digest.replace(':', "-"));
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let manifest = request(
+        host,
+        "GET",
+        &format!("/v2/{repo}/manifests/{}", tag(from)),
+        &accept,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(manifest.status, 200);
+    let mut manifest: Value = serde_json::from_slice(&manifest.body).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let envelope = request(host, "GET", &format!("/v2/{repo}/blobs/{layer}"), &[], &[]).unwrap();
+    let changed = change(&envelope.body);
+    upload_blob(host, repo, &changed).unwrap();
+    manifest["layers"][0]["digest"] = support::images::sha256_digest(&changed).into();
+    manifest["layers"][0]["size"] = changed.len().into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    put_manifest(
+        host,
+        repo,
+        &tag(to),
+        "application/vnd.oci.image.manifest.v1+json",
+        &bytes,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_predicate_from_stdin_is_refused_because_stdin_carries_the_records() {
+    let s = Setup::new();
+    let (key, _) = s.our_keys("stdin");
+    let output = tool("os-sign")
+        .args(["attest", "--type", "vuln", "--predicate", "-", "--key"])
+        .arg(&key)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .write_stdin("")
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&output.get_output().stderr);
+    assert!(stderr.contains("stdin carries the records"), "{stderr}");
+}
