@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         key: String,
 
+        /// Where the attestation goes: tag (cosign 2's sha256-<hex>.att) or
+        /// referrers (a Sigstore bundle referrer, as cosign attest
+        /// --new-bundle-format writes).
+        #[arg(long, value_enum, default_value_t = Storage::Tag)]
+        storage: Storage,
+
         /// Image references to attest ad hoc (resolved to digests first).
         #[arg(value_name = "REFERENCE")]
         references: Vec<String>,
@@ -111,9 +117,10 @@ fn main() -> ExitCode {
             kind,
             predicate,
             key,
+            storage,
             references,
         }) => cli::run_step_with(&args.common, references, |_| -> anyhow::Result<Attesting> {
-            let options = AttestOptions::load(&kind, &predicate)?;
+            let options = AttestOptions::load(&kind, &predicate, storage)?;
             let key: KeyRef = key.parse()?;
             let signer = runtime().block_on(Signer::load(
                 &key,

@@ -929,16 +929,23 @@ fn offline_verification_against_an_exported_layout() {
         .code(2);
 }
 
-/// cosign 2.5 verifies Sigstore bundles only through `verify-attestation
-/// --new-bundle-format`, and needs a trusted root even for a key: an empty
-/// one, since a key (not Fulcio or a log) is the trust root here.
-fn cosign_verify_bundle(s: &Setup, public: &Path, reference: &str) -> std::process::Output {
+/// A trusted root with nothing in it: a key, not Fulcio or a log, is the
+/// trust root here, but cosign 2.5 wants one to read bundles.
+pub(crate) fn empty_trusted_root(s: &Setup) -> PathBuf {
     let trusted_root = s.path("empty-trusted-root.json");
     std::fs::write(
         &trusted_root,
         r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1","tlogs":[],"certificateAuthorities":[],"ctlogs":[],"timestampAuthorities":[]}"#,
     )
     .unwrap();
+    trusted_root
+}
+
+/// cosign 2.5 verifies Sigstore bundles only through `verify-attestation
+/// --new-bundle-format`, and needs a trusted root even for a key: an empty
+/// one, since a key (not Fulcio or a log) is the trust root here.
+fn cosign_verify_bundle(s: &Setup, public: &Path, reference: &str) -> std::process::Output {
+    let trusted_root = empty_trusted_root(s);
     cosign(
         &[
             "verify-attestation",

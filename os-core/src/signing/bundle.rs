@@ -75,10 +75,10 @@ pub fn bundle(statement: &[u8], signature: &[u8], public_key_der_sha256: &[u8]) 
 
 /// The annotations that let a reader tell a signature bundle from other
 /// referrers without fetching it (also copied into the tag-fallback index).
-pub fn referrer_annotations(created: &str) -> Map<String, Value> {
+pub fn referrer_annotations(created: &str, predicate_type: &str) -> Map<String, Value> {
     let mut annotations = Map::new();
     annotations.insert(CONTENT_ANNOTATION.into(), "dsse-envelope".into());
-    annotations.insert(PREDICATE_ANNOTATION.into(), SIGN_PREDICATE.into());
+    annotations.insert(PREDICATE_ANNOTATION.into(), predicate_type.into());
     annotations.insert(CREATED_ANNOTATION.into(), created.into());
     annotations
 }
@@ -109,13 +109,20 @@ pub fn referrer_manifest(subject: &Value, bundle: &[u8], annotations: &Map<Strin
 /// Whether a referrers-index entry may be a signature bundle, judged
 /// without fetching it.
 pub fn may_be_bundle(entry: &Value) -> bool {
+    may_be_bundle_of(entry, SIGN_PREDICATE)
+}
+
+/// Whether a referrers-index entry may be a bundle of `predicate_type`
+/// (cosign 2.5's fallback index lists bundles without the annotation, so
+/// those may be too).
+pub fn may_be_bundle_of(entry: &Value, predicate_type: &str) -> bool {
     let artifact_type = entry.get("artifactType").and_then(Value::as_str);
     let predicate = entry
         .get("annotations")
         .and_then(|a| a.get(PREDICATE_ANNOTATION))
         .and_then(Value::as_str);
     match predicate {
-        Some(predicate) => predicate == SIGN_PREDICATE,
+        Some(predicate) => predicate == predicate_type,
         None => matches!(artifact_type, Some(BUNDLE_MEDIA_TYPE | EMPTY_ARTIFACT_TYPE)),
     }
 }

@@ -1,7 +1,8 @@
 //! `os-sign attest`'s step: attach a signed in-toto attestation about each
-//! record's digest the way `cosign attest --key` does (a DSSE envelope
-//! appended to the `sha256-<hex>.att` manifest), with the key loaded once
-//! for the whole stream.
+//! record's digest the way `cosign attest --key` does — a DSSE envelope
+//! appended to the `sha256-<hex>.att` manifest, or with `--storage
+//! referrers` a Sigstore bundle referrer (`cosign attest
+//! --new-bundle-format`) — with the key loaded once for the whole stream.
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use crate::signing::attestation::{self, AttestationError};
 use crate::signing::key::{KeyError, Signer};
 use crate::signing::simple_signing;
 use crate::steps::digest as digest_step;
-use crate::steps::sign::TOOL;
+use crate::steps::sign::{Storage, TOOL, store_bundle};
 
 const STEP: &str = "attest";
 
@@ -30,12 +31,13 @@ pub struct AttestOptions {
     /// The predicate type URI it stands for.
     pub predicate_type: String,
     pub predicate: Value,
+    pub storage: Storage,
 }
 
 impl AttestOptions {
     /// `--type NAME --predicate FILE`, read once. `-` is refused: stdin
     /// carries the records.
-    pub fn load(type_name: &str, path: &Path) -> Result<AttestOptions, AttestationError> {
+    pub fn load(type_name: &str, path: &Path, storage: Storage) -> Result<AttestOptions, AttestationError> {
         let shown = path.display().to_string();
         if shown == "-" {
             return Err(AttestationError::Predicate {
@@ -52,6 +54,7 @@ impl AttestOptions {
             type_name: type_name.to_string(),
             predicate: attestation::predicate(&predicate_type, &shown, &bytes)?,
             predicate_type,
+            storage,
         })
     }
 }
@@ -81,27 +84,57 @@ impl Attesting {
             Ok(found) => found,
             Err(failed) => return failed,
         };
-        let attestation_ref = image.with_tag(format!("{}.att", digest.tag_form()));
-        match self.store(stores, &image, &attestation_ref, &digest).await {
-            Ok((envelope, added)) => {
-                let options = &self.options;
+        let options = &self.options;
+        let stored = match options.storage {
+            Storage::Tag => {
+                let attestation_ref = image.with_tag(format!("{}.att", digest.tag_form()));
+                self.store(stores, &image, &attestation_ref, &digest)
+                    .await
+                    .map(|(envelope, added)| (format!("{attestation_ref}@{envelope}"), added))
+                    .map_err(|error| (attestation_ref.to_string(), error.code(), error.to_string()))
+            }
+            Storage::Referrers => {
+                let name = simple_signing::docker_reference(&image);
+                let statement =
+                    attestation::statement(&name, &digest, &options.predicate_type, &options.predicate);
+                store_bundle(
+                    stores,
+                    &self.signer,
+                    &image,
+                    &digest,
+                    statement,
+                    &options.predicate_type,
+                )
+                .await
+                .map(|(referrer, added, _)| (referrer, added))
+                .map_err(|error| {
+                    (
+                        format!("{image}@{digest} (as a referrer)"),
+                        error.code(),
+                        error.to_string(),
+                    )
+                })
+            }
+        };
+        match stored {
+            Ok((attestation, added)) => {
                 record.push_event(
                     Event::new(STEP, TOOL)
                         .with("type", options.type_name.clone())
                         .with("predicateType", options.predicate_type.clone())
-                        .with("storage", "tag")
-                        .with("attestation", format!("{attestation_ref}@{envelope}"))
+                        .with("storage", options.storage.name())
+                        .with("attestation", attestation)
                         .with("signer", self.signer.reference())
                         .with("keyId", self.signer.key_id())
                         .with("added", added),
                 );
                 record
             }
-            Err(error) => {
+            Err((at, code, error)) => {
                 record.fail(
                     STEP,
-                    error.code(),
-                    format!("{origin}: storing the attestation at {attestation_ref}: {error}"),
+                    code,
+                    format!("{origin}: storing the attestation at {at}: {error}"),
                 );
                 record
             }

@@ -158,10 +158,14 @@ async fn sign_record(
                 .map(|added| (signature_ref.to_string(), added, None))
                 .map_err(|error| (signature_ref.to_string(), error))
         }
-        Storage::Referrers => store_bundle(stores, signer, &image, &digest, &annotations)
-            .await
-            .map(|(referrer, added, mechanism)| (referrer, added, Some(mechanism)))
-            .map_err(|error| (format!("{image}@{digest} (as a referrer)"), error)),
+        Storage::Referrers => {
+            let name = simple_signing::docker_reference(&image);
+            let statement = bundle::statement(&name, &digest, &annotations);
+            store_bundle(stores, signer, &image, &digest, statement, bundle::SIGN_PREDICATE)
+                .await
+                .map(|(referrer, added, mechanism)| (referrer, added, Some(mechanism)))
+                .map_err(|error| (format!("{image}@{digest} (as a referrer)"), error))
+        }
     };
     match stored {
         Ok((signature_ref, added, mechanism)) => {
@@ -188,7 +192,7 @@ async fn sign_record(
 }
 
 #[derive(Debug, thiserror::Error)]
-enum SignError {
+pub(crate) enum SignError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("the existing signature manifest is malformed: {0}")]
@@ -198,7 +202,7 @@ enum SignError {
 }
 
 impl SignError {
-    fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             SignError::Registry(error) => error.into(),
             SignError::Existing(_) => ErrorCode::MalformedSignature,
@@ -255,24 +259,26 @@ async fn store_signature(
     Ok(true)
 }
 
-/// Attaches a Sigstore bundle signing `digest` as an OCI 1.1 referrer,
-/// unless one already verifies with this key for the same statement
-/// (same subject and annotations). Returns the referrer
-/// (`repository@digest`), whether it was added, and which referrer
-/// mechanism the registry offered.
-async fn store_bundle(
+/// Attaches a Sigstore bundle of `statement` (about `digest`, of
+/// `predicate_type`: a signature, or an attestation) as an OCI 1.1
+/// referrer, unless one already verifies with this key for the same
+/// statement. Returns the referrer (`repository@digest`), whether it was
+/// added, and which referrer mechanism the registry offered.
+pub(crate) async fn store_bundle(
     stores: &Stores,
     signer: &Signer,
     image: &RegistryRef,
     digest: &Digest,
-    annotations: &BTreeMap<String, String>,
+    statement: Vec<u8>,
+    predicate_type: &str,
 ) -> Result<(String, bool, &'static str), SignError> {
     let registry = stores.registry();
-    let name = simple_signing::docker_reference(image);
-    let statement = bundle::statement(&name, digest, annotations);
     let public = signer.public_key();
     let (existing, listed_by) = registry.referrers(image, digest).await?;
-    for entry in existing.iter().filter(|entry| bundle::may_be_bundle(entry)) {
+    for entry in existing
+        .iter()
+        .filter(|entry| bundle::may_be_bundle_of(entry, predicate_type))
+    {
         let Some(referrer) = crate::oci::manifest::descriptor_digest(entry) else {
             continue;
         };
@@ -308,7 +314,7 @@ async fn store_bundle(
         "digest": digest.to_string(),
         "size": subject_bytes.len(),
     });
-    let annotations = bundle::referrer_annotations(&crate::record::now_rfc3339());
+    let annotations = bundle::referrer_annotations(&crate::record::now_rfc3339(), predicate_type);
     let manifest = bundle::referrer_manifest(&subject, &bundle_bytes, &annotations);
     registry
         .upload_small_blob(image, Bytes::from(bundle_bytes))

@@ -1,13 +1,16 @@
-//! `--attestation TYPE`: each record must carry, in its `sha256-<hex>.att`
-//! manifest, a DSSE envelope of that predicate type whose signature
-//! verifies with one of the keys and whose in-toto statement names the
-//! record's digest as its subject (as `cosign verify-attestation --type`
-//! checks). Every blob is read by digest and checked against it.
+//! `--attestation TYPE`: each record must carry a DSSE envelope of that
+//! predicate type whose signature verifies with one of the keys and whose
+//! in-toto statement names the record's digest as its subject (as `cosign
+//! verify-attestation --type` checks): in its `sha256-<hex>.att` manifest
+//! (cosign 2), or as a Sigstore bundle referrer (`--new-bundle-format`),
+//! looked for only when the tag has none. Every blob is read by digest and
+//! checked against it.
 
 use serde_json::Value;
 
 use super::{Reason, Rejection, VerifyPolicy};
 use crate::oci::digest::Digest;
+use crate::oci::manifest;
 use crate::oci::store::{Place, Stores};
 use crate::signing::attestation;
 use crate::signing::bundle;
@@ -34,7 +37,7 @@ impl WantedAttestation {
 pub struct CheckedAttestation {
     pub type_name: String,
     pub predicate_type: String,
-    /// The envelope's digest (the `.att` layer).
+    /// The `.att` layer holding the envelope, or the bundle's referrer.
     pub digest: Digest,
     pub key_id: String,
 }
@@ -68,10 +71,65 @@ pub(super) async fn check_attestations(
         Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
     };
     let mut checked = Vec::new();
+    let mut referrers: Option<Vec<Value>> = None;
     for wanted in &policy.attestations {
-        checked.push(accept_one(stores, place, policy, digest, &layers, wanted).await?);
+        let tagged = accept_one(stores, place, policy, digest, &layers, wanted).await;
+        let Err(in_tag) = tagged else {
+            checked.extend(tagged);
+            continue;
+        };
+        if referrers.is_none() {
+            referrers = Some(match place.referrers(stores, digest).await {
+                Ok(listing) => listing.entries,
+                Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
+            });
+        }
+        let listed = referrers.as_deref().unwrap_or_default();
+        checked.push(accept_bundle(stores, place, policy, digest, listed, wanted, in_tag).await?);
     }
     Ok(checked)
+}
+
+/// The first bundle referrer of the wanted type that passes; else the
+/// most telling rejection, `so_far` included.
+async fn accept_bundle(
+    stores: &Stores,
+    place: &Place,
+    policy: &VerifyPolicy,
+    digest: &Digest,
+    listed: &[Value],
+    wanted: &WantedAttestation,
+    so_far: Rejection,
+) -> Result<CheckedAttestation, Rejection> {
+    let mut best = so_far;
+    let candidates = listed
+        .iter()
+        .filter(|entry| bundle::may_be_bundle_of(entry, &wanted.predicate_type))
+        .filter_map(manifest::descriptor_digest);
+    for referrer in candidates {
+        let read = |e: crate::oci::store::StoreError| Rejection::new(Reason::RegistryError, e.to_string());
+        let referrer_manifest = place.manifest(stores, &referrer).await.map_err(read)?;
+        let Some(layer) = bundle::bundle_layer(&referrer_manifest) else {
+            continue;
+        };
+        let bytes = place.blob(stores, &layer).await.map_err(read)?;
+        let judged = bundle::parse_bundle(&bytes)
+            .map_err(|e| Rejection::new(Reason::MalformedSignature, e.to_string()))
+            .and_then(|envelope| check_statement(policy, digest, wanted, &envelope));
+        match judged {
+            Ok(key_id) => {
+                return Ok(CheckedAttestation {
+                    type_name: wanted.type_name.clone(),
+                    predicate_type: wanted.predicate_type.clone(),
+                    digest: referrer,
+                    key_id,
+                });
+            }
+            Err(rejection) if rejection.reason > best.reason => best = rejection,
+            Err(_) => {}
+        }
+    }
+    Err(best)
 }
 
 /// The `.att` manifest's DSSE layers: digest and predicate type annotation.
@@ -138,9 +196,29 @@ pub fn check_envelope(
     wanted: &WantedAttestation,
     bytes: &[u8],
 ) -> Result<String, Rejection> {
+    let envelope = attestation::parse(bytes).ok_or_else(|| {
+        Rejection::new(
+            Reason::MalformedSignature,
+            "an .att layer is not a DSSE envelope of in-toto",
+        )
+    })?;
+    check_statement(policy, digest, wanted, &envelope)
+}
+
+/// A DSSE envelope (from an `.att` layer or a bundle) against the policy.
+fn check_statement(
+    policy: &VerifyPolicy,
+    digest: &Digest,
+    wanted: &WantedAttestation,
+    envelope: &bundle::Envelope,
+) -> Result<String, Rejection> {
     let malformed = |detail: String| Rejection::new(Reason::MalformedSignature, detail);
-    let envelope = attestation::parse(bytes)
-        .ok_or_else(|| malformed("an .att layer is not a DSSE envelope of in-toto".into()))?;
+    if envelope.payload_type != bundle::IN_TOTO_PAYLOAD_TYPE {
+        return Err(malformed(format!(
+            "a DSSE payload of type {}",
+            envelope.payload_type
+        )));
+    }
     let signed = envelope.signed_bytes();
     let key = policy
         .keys
