@@ -247,7 +247,8 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A duration flag, as kubectl writes them: `300s`, `5m`, `1h30m`, `90` (seconds).
+/// A duration flag, as kubectl writes them: `300s`, `5m`, `1h30m`, `90`
+/// (seconds); and `7d` (days).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     use std::time::Duration;
     let bad = || format!("expected a duration like 300s, 5m or 1h30m, got {text:?}");
@@ -265,6 +266,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             's' => 1,
             'm' => 60,
             'h' => 3600,
+            'd' => 86_400,
             _ => return Err(bad()),
         };
         let value: u64 = number.parse().map_err(|_| bad())?;

@@ -376,3 +376,201 @@ fn a_bundle_attestation_from_cosign_verifies_with_os_verify_and_not_another_key(
         .code(1));
     assert_eq!(refused["error"]["code"], "key-mismatch", "{refused}");
 }
+
+fn trivy(name: &str) -> String {
+    let path = support::bins::workspace_root()
+        .join("tests/fixtures/trivy")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// cosign's own gate on the same report: a CUE policy allowing no
+/// CRITICAL finding, as `cosign verify-attestation --type vuln --policy`.
+fn cosign_allows_no_critical(s: &Setup, public: &Path, reference: &str) -> bool {
+    let policy = s.path("no-critical.cue");
+    std::fs::write(
+        &policy,
+        "predicate: scanner: result: Results: [...{Vulnerabilities?: [...{Severity: !=\"CRITICAL\"}]}]\n",
+    )
+    .unwrap();
+    let output = cosign(
+        &[
+            "verify-attestation",
+            "--key",
+            public.to_str().unwrap(),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--type",
+            "vuln",
+            "--policy",
+            policy.to_str().unwrap(),
+            reference,
+        ],
+        PASSWORD,
+        s.dir.path(),
+    );
+    output.status.success()
+}
+
+#[test]
+fn a_trivy_report_gates_on_severity_as_cosigns_cue_policy_does() {
+    let s = Setup::new();
+    let (record, digest, key, public) = signed(&s, "att/trivy");
+    let attested = one(&attest(&s, &key, "vuln", &trivy("fluentd-gems.json"), &record).success());
+    assert_eq!(
+        last_event(&attested)["predicateType"],
+        "https://cosign.sigstore.dev/attestation/vuln/v1"
+    );
+    let pinned = s.pinned("att/trivy", &digest);
+
+    // The report has a CRITICAL finding: both gates refuse it.
+    assert!(!cosign_allows_no_critical(&s, &public, &pinned));
+    let refused = one(&s
+        .verify(
+            &public,
+            &record,
+            &["--attestation", "vuln", "--fail-on-severity", "critical"],
+        )
+        .code(1));
+    assert_eq!(refused["error"]["code"], "attestation-policy", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("CVE-2019-18224 (CRITICAL) in"), "{message}");
+
+    // An accepted risk lets it through, and the event says which.
+    let accepted = one(&s
+        .verify(
+            &public,
+            &record,
+            &[
+                "--attestation",
+                "vuln",
+                "--fail-on-severity",
+                "CRITICAL",
+                "--ignore-vuln",
+                "CVE-2019-18224",
+            ],
+        )
+        .success());
+    let checked = &last_event(&accepted)["attestations"][0];
+    assert_eq!(
+        checked["ignoredVulns"],
+        serde_json::json!(["CVE-2019-18224"]),
+        "{checked}"
+    );
+    // HIGH is next: CVE-2020-8165 in a gem.
+    let high = one(&s
+        .verify(
+            &public,
+            &record,
+            &[
+                "--attestation",
+                "vuln",
+                "--fail-on-severity",
+                "high",
+                "--ignore-vuln",
+                "CVE-2019-18224",
+            ],
+        )
+        .code(1));
+    assert!(
+        high["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CVE-2020-8165 (HIGH)"),
+        "{high}"
+    );
+}
+
+#[test]
+fn a_report_with_no_critical_passes_both_gates() {
+    let s = Setup::new();
+    let (record, digest, key, public) = signed(&s, "att/clean");
+    attest(&s, &key, "vuln", &trivy("distroless-python27.json"), &record).success();
+    assert!(cosign_allows_no_critical(
+        &s,
+        &public,
+        &s.pinned("att/clean", &digest)
+    ));
+    s.verify(
+        &public,
+        &record,
+        &["--attestation", "vuln", "--fail-on-severity", "critical"],
+    )
+    .success();
+    // Its MEDIUM finding has no fix yet: --ignore-unfixed leaves only LOW.
+    s.verify(
+        &public,
+        &record,
+        &["--attestation", "vuln", "--fail-on-severity", "medium"],
+    )
+    .code(1);
+    s.verify(
+        &public,
+        &record,
+        &[
+            "--attestation",
+            "vuln",
+            "--fail-on-severity",
+            "medium",
+            "--ignore-unfixed",
+        ],
+    )
+    .success();
+}
+
+#[test]
+fn a_trivy_report_of_another_image_is_refused_at_attest() {
+    let s = Setup::new();
+    let (record, _, key, _) = signed(&s, "att/elsewhere");
+    let refused = one(&attest(&s, &key, "vuln", &trivy("alpine-310-registry.json"), &record).code(1));
+    assert_eq!(refused["error"]["code"], "digest-mismatch", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("localhost:55844/alpine@sha256:b1c5a500"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_old_scan_is_refused_by_max_scan_age() {
+    let s = Setup::new();
+    let (record, _, key, public) = signed(&s, "att/old");
+    let date = std::process::Command::new("date")
+        .args(["-u", "-d", "2 days ago", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let finished = String::from_utf8(date.stdout).unwrap().trim().to_string();
+    let predicate = VULN.replace("2026-12-01T10:00:05Z", &finished);
+    attest(&s, &key, "vuln", &predicate, &record).success();
+    let refused = one(&s
+        .verify(
+            &public,
+            &record,
+            &["--attestation", "vuln", "--max-scan-age", "1d"],
+        )
+        .code(1));
+    assert_eq!(refused["error"]["code"], "attestation-policy", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-scan-age")
+    );
+    s.verify(
+        &public,
+        &record,
+        &["--attestation", "vuln", "--max-scan-age", "7d"],
+    )
+    .success();
+}
+
+#[test]
+fn vuln_rules_without_a_vuln_attestation_are_a_usage_error() {
+    let s = Setup::new();
+    let (record, _, _, public) = signed(&s, "att/usage");
+    let output = s
+        .verify(&public, &record, &["--fail-on-severity", "high"])
+        .code(2);
+    let stderr = String::from_utf8_lossy(&output.get_output().stderr);
+    assert!(stderr.contains("add --attestation vuln"), "{stderr}");
+}

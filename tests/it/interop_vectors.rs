@@ -120,6 +120,7 @@ fn judge_vector(case: &Path) -> Judged {
         annotations: BTreeMap::new(),
         source: os_core::steps::verify::SignatureSource::Registry,
         attestations: Vec::new(),
+        vuln: Default::default(),
     };
     let image: RegistryRef = "registry.example.com/any".parse().unwrap();
     let judged = check_signature(&policy, &image, &digest, &media_type, &payload, Some(&signature));

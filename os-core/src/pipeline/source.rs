@@ -55,6 +55,25 @@ pub fn detect(flags: &SourceFlags, env: &dyn Fn(&str) -> Option<String>) -> Opti
     (!source.is_empty()).then_some(source)
 }
 
+/// The URL of the CI run this process is part of (Azure Pipelines' build
+/// results page, GitHub Actions' run page), when the variables say.
+pub fn run_url(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let (Some(collection), Some(project), Some(build)) = (
+        var(env, "SYSTEM_COLLECTIONURI"),
+        var(env, "SYSTEM_TEAMPROJECT"),
+        var(env, "BUILD_BUILDID"),
+    ) {
+        let collection = collection.trim_end_matches('/');
+        return Some(format!("{collection}/{project}/_build/results?buildId={build}"));
+    }
+    let (repository, run) = (var(env, "GITHUB_REPOSITORY")?, var(env, "GITHUB_RUN_ID")?);
+    let server = var(env, "GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into());
+    Some(format!(
+        "{}/{repository}/actions/runs/{run}",
+        server.trim_end_matches('/')
+    ))
+}
+
 /// An environment made of `pairs`, for tests of what CI variables say.
 #[cfg(test)]
 pub(crate) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {

@@ -74,6 +74,8 @@ error_codes! {
     IdentityMismatch = "identity-mismatch",
     /// os-verify: a required annotation is missing or different.
     AnnotationMismatch = "annotation-mismatch",
+    /// os-verify --attestation: the attestation's content fails a rule (the message names the rule and the finding).
+    AttestationPolicy = "attestation-policy",
     /// os-deploy: no successful verify event for the record's image and digest.
     Unverified = "unverified",
     /// os-deploy: this record was fine, but another one stopped the batch.

@@ -20,6 +20,8 @@ pub const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 /// What `cosign attest` (2.5) writes as the statement's `_type`.
 const STATEMENT_V01: &str = "https://in-toto.io/Statement/v0.1";
+/// cosign's `vuln` predicate type.
+pub const VULN_PREDICATE: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
 /// cosign's `custom` predicate type.
 pub const CUSTOM_PREDICATE: &str = "https://cosign.sigstore.dev/attestation/v1";
 
@@ -33,7 +35,7 @@ pub const PREDICATE_TYPES: [(&str, &str); 10] = [
     ("spdxjson", "https://spdx.dev/Document"),
     ("cyclonedx", "https://cyclonedx.org/bom"),
     ("link", "https://in-toto.io/Link/v1"),
-    ("vuln", "https://cosign.sigstore.dev/attestation/vuln/v1"),
+    ("vuln", VULN_PREDICATE),
     ("openvex", "https://openvex.dev/ns"),
 ];
 

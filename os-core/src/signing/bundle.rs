@@ -217,6 +217,7 @@ pub struct Statement {
     pub subjects: Vec<(Option<String>, Option<String>)>,
     /// The first subject's annotations (cosign 3 writes `-a` there).
     pub annotations: Map<String, Value>,
+    pub predicate: Value,
 }
 
 pub fn parse_statement(bytes: &[u8]) -> Result<Statement, BundleError> {
@@ -232,6 +233,7 @@ pub fn parse_statement(bytes: &[u8]) -> Result<Statement, BundleError> {
         .map(|s| s.iter().collect())
         .unwrap_or_default();
     Ok(Statement {
+        predicate: statement.get("predicate").cloned().unwrap_or(Value::Null),
         predicate_type: statement
             .get("predicateType")
             .and_then(Value::as_str)

@@ -6,3 +6,4 @@ pub mod attestation;
 pub mod bundle;
 pub mod key;
 pub mod simple_signing;
+pub mod vuln;

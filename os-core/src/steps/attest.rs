@@ -17,7 +17,7 @@ use crate::pipeline::{Step, Work};
 use crate::record::{ErrorCode, Event, Origin, Record, located};
 use crate::signing::attestation::{self, AttestationError};
 use crate::signing::key::{KeyError, Signer};
-use crate::signing::simple_signing;
+use crate::signing::{simple_signing, vuln};
 use crate::steps::digest as digest_step;
 use crate::steps::sign::{Storage, TOOL, store_bundle};
 
@@ -32,6 +32,9 @@ pub struct AttestOptions {
     pub predicate_type: String,
     pub predicate: Value,
     pub storage: Storage,
+    /// The Trivy report the predicate was made from: each record's digest
+    /// is checked against the image it names.
+    pub trivy_report: Option<Value>,
 }
 
 impl AttestOptions {
@@ -50,11 +53,19 @@ impl AttestOptions {
             path: shown.clone(),
             detail: e.to_string(),
         })?;
+        let mut predicate = attestation::predicate(&predicate_type, &shown, &bytes)?;
+        let mut trivy_report = None;
+        if predicate_type == attestation::VULN_PREDICATE && vuln::is_trivy_report(&predicate) {
+            let run = crate::pipeline::source::run_url(&|name| std::env::var(name).ok());
+            trivy_report = Some(predicate.clone());
+            predicate = vuln::from_trivy(predicate, run.as_deref(), chrono::Utc::now());
+        }
         Ok(AttestOptions {
             type_name: type_name.to_string(),
-            predicate: attestation::predicate(&predicate_type, &shown, &bytes)?,
+            predicate,
             predicate_type,
             storage,
+            trivy_report,
         })
     }
 }
@@ -85,6 +96,20 @@ impl Attesting {
             Err(failed) => return failed,
         };
         let options = &self.options;
+        if let Some(named) = options
+            .trivy_report
+            .as_ref()
+            .and_then(|report| vuln::names_another_digest(report, &digest))
+        {
+            record.fail(
+                STEP,
+                ErrorCode::DigestMismatch,
+                format!(
+                    "{origin}: {image}@{digest}: the Trivy report is a scan of {named}, not of this digest"
+                ),
+            );
+            return record;
+        }
         let stored = match options.storage {
             Storage::Tag => {
                 let attestation_ref = image.with_tag(format!("{}.att", digest.tag_form()));

@@ -40,6 +40,8 @@ pub struct CheckedAttestation {
     /// The `.att` layer holding the envelope, or the bundle's referrer.
     pub digest: Digest,
     pub key_id: String,
+    /// `--ignore-vuln` IDs this attestation's report needed.
+    pub ignored: Vec<String>,
 }
 
 impl CheckedAttestation {
@@ -49,6 +51,7 @@ impl CheckedAttestation {
             "predicateType": self.predicate_type,
             "digest": self.digest.to_string(),
             "keyId": self.key_id,
+            "ignoredVulns": self.ignored,
         })
     }
 }
@@ -117,12 +120,13 @@ async fn accept_bundle(
             .map_err(|e| Rejection::new(Reason::MalformedSignature, e.to_string()))
             .and_then(|envelope| check_statement(policy, digest, wanted, &envelope));
         match judged {
-            Ok(key_id) => {
+            Ok((key_id, ignored)) => {
                 return Ok(CheckedAttestation {
                     type_name: wanted.type_name.clone(),
                     predicate_type: wanted.predicate_type.clone(),
                     digest: referrer,
                     key_id,
+                    ignored,
                 });
             }
             Err(rejection) if rejection.reason > best.reason => best = rejection,
@@ -173,12 +177,13 @@ async fn accept_one(
             .await
             .map_err(|e| Rejection::new(Reason::RegistryError, e.to_string()))?;
         match check_envelope(policy, digest, wanted, &bytes) {
-            Ok(key_id) => {
+            Ok((key_id, ignored)) => {
                 return Ok(CheckedAttestation {
                     type_name: wanted.type_name.clone(),
                     predicate_type: wanted.predicate_type.clone(),
                     digest: layer.clone(),
                     key_id,
+                    ignored,
                 });
             }
             Err(rejection) if rejection.reason > best.reason => best = rejection,
@@ -195,7 +200,7 @@ pub fn check_envelope(
     digest: &Digest,
     wanted: &WantedAttestation,
     bytes: &[u8],
-) -> Result<String, Rejection> {
+) -> Result<(String, Vec<String>), Rejection> {
     let envelope = attestation::parse(bytes).ok_or_else(|| {
         Rejection::new(
             Reason::MalformedSignature,
@@ -211,7 +216,7 @@ fn check_statement(
     digest: &Digest,
     wanted: &WantedAttestation,
     envelope: &bundle::Envelope,
-) -> Result<String, Rejection> {
+) -> Result<(String, Vec<String>), Rejection> {
     let malformed = |detail: String| Rejection::new(Reason::MalformedSignature, detail);
     if envelope.payload_type != bundle::IN_TOTO_PAYLOAD_TYPE {
         return Err(malformed(format!(
@@ -253,5 +258,15 @@ fn check_statement(
             format!("the {} attestation's subject is not {digest}", wanted.type_name),
         ));
     }
-    Ok(key.key_id())
+    let mut ignored = Vec::new();
+    if wanted.predicate_type == attestation::VULN_PREDICATE && !policy.vuln.is_empty() {
+        let judged = policy
+            .vuln
+            .judge(&statement.predicate, chrono::Utc::now())
+            .map_err(|rule| {
+                Rejection::new(Reason::AttestationPolicy, format!("the vuln attestation: {rule}"))
+            })?;
+        ignored = judged.ignored_used;
+    }
+    Ok((key.key_id(), ignored))
 }

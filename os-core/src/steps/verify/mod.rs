@@ -20,6 +20,7 @@ use crate::record::located;
 use crate::record::{ErrorCode, Event, Record, field};
 use crate::signing::key::PublicKey;
 use crate::signing::simple_signing::{self};
+use crate::signing::vuln::VulnPolicy;
 
 mod attestations;
 mod candidate;
@@ -77,6 +78,8 @@ pub struct VerifyPolicy {
     pub source: SignatureSource,
     /// `--attestation TYPE`: each must be there, signed by one of the keys.
     pub attestations: Vec<WantedAttestation>,
+    /// What a `vuln` attestation's report must pass.
+    pub vuln: VulnPolicy,
 }
 
 /// Why a record failed verification, as a stable code; ordered by how far
@@ -91,6 +94,7 @@ pub enum Reason {
     DigestMismatch,
     IdentityMismatch,
     AnnotationMismatch,
+    AttestationPolicy,
 }
 
 impl From<Reason> for ErrorCode {
@@ -104,6 +108,7 @@ impl From<Reason> for ErrorCode {
             Reason::DigestMismatch => ErrorCode::DigestMismatch,
             Reason::IdentityMismatch => ErrorCode::IdentityMismatch,
             Reason::AnnotationMismatch => ErrorCode::AnnotationMismatch,
+            Reason::AttestationPolicy => ErrorCode::AttestationPolicy,
         }
     }
 }
