@@ -94,6 +94,11 @@ struct Common {
     #[arg(long)]
     allow_unverified: bool,
 
+    /// Refuse a record whose verify event does not list an accepted
+    /// attestation of this type (os-verify --attestation TYPE); repeatable.
+    #[arg(long = "require-attestation", value_name = "TYPE")]
+    require_attestations: Vec<String>,
+
     /// The kubectl to run (kustomize directories, apply).
     #[arg(long, value_name = "PATH", default_value = "kubectl")]
     kubectl: PathBuf,
@@ -132,6 +137,7 @@ impl Common {
             maps: self.maps.clone(),
             require_digest: self.require_digest && !self.no_require_digest,
             allow_unverified: self.allow_unverified,
+            required_attestations: self.require_attestations.clone(),
             kubectl: Kubectl::new(&self.kubectl, None),
         })
     }

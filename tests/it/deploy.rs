@@ -1114,3 +1114,35 @@ fn gitops_refuses_an_unverified_batch_before_touching_the_repo() {
         CLUSTER_KUSTOMIZATION
     );
 }
+
+#[test]
+fn require_attestation_refuses_a_batch_whose_verify_event_lists_none() {
+    let dir = fixture("iam");
+    let mut attested = all_three();
+    let listed = json!([{"type": "vuln", "predicateType": "https://cosign.sigstore.dev/attestation/vuln/v1", "digest": format!("sha256:{}", "cd".repeat(32)), "keyId": KEY_ID, "ignoredVulns": []}]);
+    for record in &mut attested[..2] {
+        record["history"].as_array_mut().unwrap().last_mut().unwrap()["attestations"] = listed.clone();
+    }
+    // The third record's verify event lists no attestation: nothing is
+    // rendered, and it says why.
+    let refused = render(
+        &[path_str(&dir), "--require-attestation", "vuln"],
+        &lines(&attested),
+    );
+    assert_eq!(refused.code(), 1, "{:?}", refused.output);
+    assert_eq!(refused.records[2]["error"]["code"], "unverified");
+    let message = refused.records[2]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("lists no vuln attestation"), "{message}");
+    assert!(refused.output.stdout.is_empty(), "nothing rendered");
+
+    // Listed for all three, by name or by predicate type: rendered.
+    attested[2]["history"].as_array_mut().unwrap().last_mut().unwrap()["attestations"] = listed;
+    let uri = "https://cosign.sigstore.dev/attestation/vuln/v1";
+    for wanted in ["vuln", uri] {
+        let run = render(
+            &[path_str(&dir), "--require-attestation", wanted],
+            &lines(&attested),
+        );
+        assert_eq!(run.code(), 0, "{wanted}: {:?}", run.output);
+    }
+}

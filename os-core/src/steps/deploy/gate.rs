@@ -58,7 +58,8 @@ impl Batch {
 
     /// Applies the gate to every record; `warn` hears about each record
     /// let through by `--allow-unverified`. True when every record passed.
-    pub fn gate(&mut self, allow_unverified: bool, warn: &mut dyn FnMut(String)) -> bool {
+    pub fn gate(&mut self, options: &super::Options, warn: &mut dyn FnMut(String)) -> bool {
+        let allow_unverified = options.allow_unverified;
         let mut passed = true;
         for entry in &mut self.entries {
             if entry.record.is_error() {
@@ -77,8 +78,11 @@ impl Batch {
                     continue;
                 }
             };
-            let (verified, key_id) = match verification(&entry.record, &image, &digest) {
-                Ok(key_id) => (true, key_id),
+            let vouched = verification(&entry.record, &image, &digest).and_then(|event| {
+                missing_attestation(event, &options.required_attestations).map_or(Ok(event), Err)
+            });
+            let (verified, key_id) = match vouched {
+                Ok(event) => (true, event["keyId"].as_str().map(str::to_string)),
                 Err(why) if allow_unverified => {
                     warn(format!(
                         "{origin}: {}@{digest} is NOT verified ({why}); deploying it anyway because of --allow-unverified",
@@ -221,15 +225,39 @@ pub enum Unverified {
     OtherDigest,
     #[error("verified at {}, but the image is now at {now}: verify it where it is", at.join(", "))]
     Elsewhere { at: Vec<String>, now: String },
+    #[error(
+        "its verify event lists no {0} attestation (--require-attestation): run os-verify --attestation {0}"
+    )]
+    NoAttestation(String),
+}
+
+/// The first `--require-attestation` type the vouching verify event does
+/// not list among the attestations it accepted (by cosign's name or by
+/// predicate type).
+fn missing_attestation(event: &Value, required: &[String]) -> Option<Unverified> {
+    let listed: Vec<&Value> = event["attestations"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    required
+        .iter()
+        .find(|wanted| {
+            let uri =
+                crate::signing::attestation::predicate_type(wanted).unwrap_or_else(|_| wanted.to_string());
+            !listed
+                .iter()
+                .any(|a| a["type"] == wanted.as_str() || a["predicateType"] == uri.as_str())
+        })
+        .map(|wanted| Unverified::NoAttestation(wanted.clone()))
 }
 
 /// Whether a successful `verify` event vouches for `image` at `digest`:
-/// the key id that verified it, or why not.
-pub fn verification(
-    record: &Record,
+/// that event, or why not.
+pub fn verification<'r>(
+    record: &'r Record,
     image: &RegistryRef,
     digest: &Digest,
-) -> Result<Option<String>, Unverified> {
+) -> Result<&'r Value, Unverified> {
     let events: Vec<&Value> = record
         .history()
         .iter()
@@ -254,7 +282,7 @@ pub fn verification(
         if verified_digest(event).as_ref() != Some(digest) {
             return Err(Unverified::OtherDigest);
         }
-        return Ok(event["keyId"].as_str().map(str::to_string));
+        return Ok(event);
     }
     Err(Unverified::Elsewhere {
         at: elsewhere,

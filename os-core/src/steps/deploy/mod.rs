@@ -98,6 +98,8 @@ pub struct Options {
     pub maps: Vec<(String, String)>,
     pub require_digest: bool,
     pub allow_unverified: bool,
+    /// `--require-attestation TYPE`: the verify event must list one.
+    pub required_attestations: Vec<String>,
     pub kubectl: Kubectl,
 }
 
@@ -178,7 +180,7 @@ pub fn prepare(
             messages: vec!["no records on stdin: os-deploy deploys the records os-verify writes".into()],
         });
     }
-    if !batch.gate(options.allow_unverified, warn) {
+    if !batch.gate(options, warn) {
         return Err(batch.refuse(None));
     }
     let (inputs, manifests) = match load_manifests(&options.paths, &options.kubectl) {
