@@ -71,8 +71,10 @@ enum Command {
         kind: String,
 
         /// The predicate, a JSON file (not `-`: stdin carries the records).
+        /// Without it, --type slsaprovenance1 builds SLSA provenance v1 for
+        /// each record from the CI host's variables and the record's source.
         #[arg(long, value_name = "FILE")]
-        predicate: PathBuf,
+        predicate: Option<PathBuf>,
 
         /// Private key, as for signing (file, env://VAR, azurekms://…).
         #[arg(long, value_name = "KEY")]
@@ -120,7 +122,7 @@ fn main() -> ExitCode {
             storage,
             references,
         }) => cli::run_step_with(&args.common, references, |_| -> anyhow::Result<Attesting> {
-            let options = AttestOptions::load(&kind, &predicate, storage)?;
+            let options = AttestOptions::load(&kind, predicate.as_deref(), storage)?;
             let key: KeyRef = key.parse()?;
             let signer = runtime().block_on(Signer::load(
                 &key,

@@ -69,6 +69,13 @@ struct Args {
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     max_scan_age: Option<std::time::Duration>,
 
+    /// --attestation slsaprovenance…: the provenance's builder must be this
+    /// (its runDetails.builder.id, or builder.id in v0.2). The provenance's
+    /// source commit must always equal the record's source.commit when both
+    /// name one.
+    #[arg(long, value_name = "ID")]
+    provenance_builder: Option<String>,
+
     /// Read signatures from this OCI image layout instead of the registry
     /// (an air-gapped site's export): no network at all.
     #[arg(long, value_name = "DIR")]
@@ -147,6 +154,7 @@ fn main() -> ExitCode {
                 annotations: args.annotations.into_iter().collect(),
                 attestations: args.attestations,
                 vuln,
+                provenance_builder: args.provenance_builder,
             }))
         },
     )

@@ -574,3 +574,120 @@ fn vuln_rules_without_a_vuln_attestation_are_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.get_output().stderr);
     assert!(stderr.contains("add --attestation vuln"), "{stderr}");
 }
+
+const AZURE_RUN: [(&str, &str); 9] = [
+    ("TF_BUILD", "True"),
+    ("SYSTEM_COLLECTIONURI", "https://dev.azure.com/onestream/"),
+    ("SYSTEM_TEAMPROJECT", "platform"),
+    ("BUILD_DEFINITIONNAME", "iam-ci"),
+    ("SYSTEM_DEFINITIONID", "7"),
+    ("BUILD_BUILDID", "4242"),
+    (
+        "BUILD_REPOSITORY_URI",
+        "https://dev.azure.com/onestream/platform/_git/iam",
+    ),
+    ("BUILD_SOURCEVERSION", "9f1e2d3c4b5a69788796a5b4c3d2e1f009182736"),
+    ("BUILD_SOURCEBRANCH", "refs/heads/main"),
+];
+const AZURE_BUILDER: &str = "https://dev.azure.com/onestream/platform/_build?definitionId=7";
+
+fn provenance_from_ci(
+    s: &Setup,
+    key: &Path,
+    records: &str,
+    env: &[(&str, &str)],
+) -> assert_cmd::assert::Assert {
+    let mut command = tool("os-sign");
+    command
+        .args(["attest", "--type", "slsaprovenance1", "--key"])
+        .arg(key)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .env("HOME", s.dir.path())
+        .write_stdin(records.to_string());
+    for variable in [
+        "SYSTEM_COLLECTIONURI",
+        "SYSTEM_TEAMPROJECT",
+        "BUILD_DEFINITIONNAME",
+        "SYSTEM_DEFINITIONID",
+    ] {
+        command.env_remove(variable);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.assert()
+}
+
+#[test]
+fn provenance_built_from_azure_pipelines_verifies_with_cosign_and_pins_the_builder_and_commit() {
+    let s = Setup::new();
+    let (record, digest, key, public) = signed(&s, "att/provenance");
+    let attested = one(&provenance_from_ci(&s, &key, &record, &AZURE_RUN).success());
+    assert_eq!(
+        last_event(&attested)["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    let accepted = verify_attestation(
+        &s,
+        &public,
+        "slsaprovenance1",
+        &s.pinned("att/provenance", &digest),
+    );
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let statement: Value = serde_json::from_slice(&base64_payload(
+        String::from_utf8_lossy(&accepted.stdout).lines().next().unwrap(),
+    ))
+    .unwrap();
+    let predicate = &statement["predicate"];
+    assert_eq!(predicate["runDetails"]["builder"]["id"], AZURE_BUILDER);
+    assert_eq!(
+        predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["gitCommit"],
+        "9f1e2d3c4b5a69788796a5b4c3d2e1f009182736"
+    );
+
+    let pinned_builder = [
+        "--attestation",
+        "slsaprovenance1",
+        "--provenance-builder",
+        AZURE_BUILDER,
+    ];
+    s.verify(&public, &record, &pinned_builder).success();
+    let other_builder = [
+        "--attestation",
+        "slsaprovenance1",
+        "--provenance-builder",
+        "https://ci.example.com/evil",
+    ];
+    let refused = one(&s.verify(&public, &record, &other_builder).code(1));
+    assert_eq!(refused["error"]["code"], "attestation-policy", "{refused}");
+
+    // A record claiming another commit than the provenance's is refused.
+    let mut claimed: Value = serde_json::from_str(record.trim()).unwrap();
+    claimed["source"] = serde_json::json!({"commit": "1111111111111111111111111111111111111111"});
+    let refused = one(&s
+        .verify(
+            &public,
+            &format!("{claimed}\n"),
+            &["--attestation", "slsaprovenance1"],
+        )
+        .code(1));
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("built from commit 9f1e2d3c"), "{message}");
+}
+
+#[test]
+fn provenance_outside_ci_without_a_predicate_names_what_is_missing() {
+    let s = Setup::new();
+    let (record, _, key, _) = signed(&s, "att/no-ci");
+    let failed = one(&provenance_from_ci(&s, &key, &record, &[]).code(1));
+    assert_eq!(failed["error"]["code"], "missing-field", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("BUILD_BUILDID") && message.contains("--predicate"),
+        "{message}"
+    );
+}

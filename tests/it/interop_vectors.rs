@@ -121,6 +121,7 @@ fn judge_vector(case: &Path) -> Judged {
         source: os_core::steps::verify::SignatureSource::Registry,
         attestations: Vec::new(),
         vuln: Default::default(),
+        provenance_builder: None,
     };
     let image: RegistryRef = "registry.example.com/any".parse().unwrap();
     let judged = check_signature(&policy, &image, &digest, &media_type, &payload, Some(&signature));

@@ -6,6 +6,7 @@
 pub mod ci_host;
 pub mod driver;
 pub mod progress;
+pub mod provenance;
 pub mod source;
 
 pub use driver::{RunError, RunOptions, Step, Work};

@@ -20,6 +20,8 @@ pub const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 /// What `cosign attest` (2.5) writes as the statement's `_type`.
 const STATEMENT_V01: &str = "https://in-toto.io/Statement/v0.1";
+/// SLSA provenance v1.
+pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
 /// cosign's `vuln` predicate type.
 pub const VULN_PREDICATE: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
 /// cosign's `custom` predicate type.
@@ -30,7 +32,7 @@ pub const PREDICATE_TYPES: [(&str, &str); 10] = [
     ("custom", CUSTOM_PREDICATE),
     ("slsaprovenance", "https://slsa.dev/provenance/v0.2"),
     ("slsaprovenance02", "https://slsa.dev/provenance/v0.2"),
-    ("slsaprovenance1", "https://slsa.dev/provenance/v1"),
+    ("slsaprovenance1", SLSA_PROVENANCE_V1),
     ("spdx", "https://spdx.dev/Document"),
     ("spdxjson", "https://spdx.dev/Document"),
     ("cyclonedx", "https://cyclonedx.org/bom"),

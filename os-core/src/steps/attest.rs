@@ -13,8 +13,8 @@ use crate::oci::digest::Digest;
 use crate::oci::reference::RegistryRef;
 use crate::oci::registry::RegistryError;
 use crate::oci::store::Stores;
-use crate::pipeline::{Step, Work};
-use crate::record::{ErrorCode, Event, Origin, Record, located};
+use crate::pipeline::{Step, Work, provenance};
+use crate::record::{ErrorCode, Event, Origin, Record, field, located};
 use crate::signing::attestation::{self, AttestationError};
 use crate::signing::key::{KeyError, Signer};
 use crate::signing::{simple_signing, vuln};
@@ -30,7 +30,8 @@ pub struct AttestOptions {
     pub type_name: String,
     /// The predicate type URI it stands for.
     pub predicate_type: String,
-    pub predicate: Value,
+    /// `None`: SLSA provenance v1 built for each record from the CI host.
+    pub predicate: Option<Value>,
     pub storage: Storage,
     /// The Trivy report the predicate was made from: each record's digest
     /// is checked against the image it names.
@@ -40,7 +41,29 @@ pub struct AttestOptions {
 impl AttestOptions {
     /// `--type NAME --predicate FILE`, read once. `-` is refused: stdin
     /// carries the records.
-    pub fn load(type_name: &str, path: &Path, storage: Storage) -> Result<AttestOptions, AttestationError> {
+    pub fn load(
+        type_name: &str,
+        path: Option<&Path>,
+        storage: Storage,
+    ) -> Result<AttestOptions, AttestationError> {
+        let predicate_type = attestation::predicate_type(type_name)?;
+        let Some(path) = path else {
+            if predicate_type != attestation::SLSA_PROVENANCE_V1 {
+                return Err(AttestationError::Predicate {
+                    path: "(none)".into(),
+                    detail: format!(
+                        "--type {type_name} needs --predicate FILE (only slsaprovenance1 is built from the CI host)"
+                    ),
+                });
+            }
+            return Ok(AttestOptions {
+                type_name: type_name.to_string(),
+                predicate_type,
+                predicate: None,
+                storage,
+                trivy_report: None,
+            });
+        };
         let shown = path.display().to_string();
         if shown == "-" {
             return Err(AttestationError::Predicate {
@@ -48,7 +71,6 @@ impl AttestOptions {
                 detail: "stdin carries the records; give the predicate as a file".into(),
             });
         }
-        let predicate_type = attestation::predicate_type(type_name)?;
         let bytes = std::fs::read(path).map_err(|e| AttestationError::Predicate {
             path: shown.clone(),
             detail: e.to_string(),
@@ -62,7 +84,7 @@ impl AttestOptions {
         }
         Ok(AttestOptions {
             type_name: type_name.to_string(),
-            predicate,
+            predicate: Some(predicate),
             predicate_type,
             storage,
             trivy_report,
@@ -110,18 +132,31 @@ impl Attesting {
             );
             return record;
         }
+        let predicate = match &options.predicate {
+            Some(predicate) => predicate.clone(),
+            None => {
+                let source = record.fields().get(field::SOURCE).and_then(Value::as_object);
+                let env = |name: &str| std::env::var(name).ok();
+                match provenance::from_ci(&env, source, chrono::Utc::now()) {
+                    Ok(built) => built,
+                    Err(missing) => {
+                        record.fail(STEP, ErrorCode::MissingField, format!("{origin}: {missing}"));
+                        return record;
+                    }
+                }
+            }
+        };
         let stored = match options.storage {
             Storage::Tag => {
                 let attestation_ref = image.with_tag(format!("{}.att", digest.tag_form()));
-                self.store(stores, &image, &attestation_ref, &digest)
+                self.store(stores, &image, &attestation_ref, &digest, &predicate)
                     .await
                     .map(|(envelope, added)| (format!("{attestation_ref}@{envelope}"), added))
                     .map_err(|error| (attestation_ref.to_string(), error.code(), error.to_string()))
             }
             Storage::Referrers => {
                 let name = simple_signing::docker_reference(&image);
-                let statement =
-                    attestation::statement(&name, &digest, &options.predicate_type, &options.predicate);
+                let statement = attestation::statement(&name, &digest, &options.predicate_type, &predicate);
                 store_bundle(
                     stores,
                     &self.signer,
@@ -176,11 +211,12 @@ impl Attesting {
         image: &RegistryRef,
         attestation_ref: &RegistryRef,
         digest: &Digest,
+        predicate: &Value,
     ) -> Result<(Digest, bool), AttestError> {
         let registry = stores.registry();
         let options = &self.options;
         let name = simple_signing::docker_reference(image);
-        let statement = attestation::statement(&name, digest, &options.predicate_type, &options.predicate);
+        let statement = attestation::statement(&name, digest, &options.predicate_type, predicate);
         let mut layers: Vec<Value> = Vec::new();
         if let Some((bytes, _)) = registry.fetch_manifest_if_any(attestation_ref).await? {
             let manifest: Value =

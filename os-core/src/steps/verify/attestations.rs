@@ -56,86 +56,6 @@ impl CheckedAttestation {
     }
 }
 
-/// One accepted attestation per wanted type, or why the first type without
-/// one failed (the most telling rejection among its candidates).
-pub(super) async fn check_attestations(
-    stores: &Stores,
-    place: &Place,
-    policy: &VerifyPolicy,
-    digest: &Digest,
-) -> Result<Vec<CheckedAttestation>, Rejection> {
-    if policy.attestations.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tag = format!("{}.att", digest.tag_form());
-    let layers = match place.tagged(stores, &tag).await {
-        Ok(Some(bytes)) => att_layers(&bytes)?,
-        Ok(None) => Vec::new(),
-        Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
-    };
-    let mut checked = Vec::new();
-    let mut referrers: Option<Vec<Value>> = None;
-    for wanted in &policy.attestations {
-        let tagged = accept_one(stores, place, policy, digest, &layers, wanted).await;
-        let Err(in_tag) = tagged else {
-            checked.extend(tagged);
-            continue;
-        };
-        if referrers.is_none() {
-            referrers = Some(match place.referrers(stores, digest).await {
-                Ok(listing) => listing.entries,
-                Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
-            });
-        }
-        let listed = referrers.as_deref().unwrap_or_default();
-        checked.push(accept_bundle(stores, place, policy, digest, listed, wanted, in_tag).await?);
-    }
-    Ok(checked)
-}
-
-/// The first bundle referrer of the wanted type that passes; else the
-/// most telling rejection, `so_far` included.
-async fn accept_bundle(
-    stores: &Stores,
-    place: &Place,
-    policy: &VerifyPolicy,
-    digest: &Digest,
-    listed: &[Value],
-    wanted: &WantedAttestation,
-    so_far: Rejection,
-) -> Result<CheckedAttestation, Rejection> {
-    let mut best = so_far;
-    let candidates = listed
-        .iter()
-        .filter(|entry| bundle::may_be_bundle_of(entry, &wanted.predicate_type))
-        .filter_map(manifest::descriptor_digest);
-    for referrer in candidates {
-        let read = |e: crate::oci::store::StoreError| Rejection::new(Reason::RegistryError, e.to_string());
-        let referrer_manifest = place.manifest(stores, &referrer).await.map_err(read)?;
-        let Some(layer) = bundle::bundle_layer(&referrer_manifest) else {
-            continue;
-        };
-        let bytes = place.blob(stores, &layer).await.map_err(read)?;
-        let judged = bundle::parse_bundle(&bytes)
-            .map_err(|e| Rejection::new(Reason::MalformedSignature, e.to_string()))
-            .and_then(|envelope| check_statement(policy, digest, wanted, &envelope));
-        match judged {
-            Ok((key_id, ignored)) => {
-                return Ok(CheckedAttestation {
-                    type_name: wanted.type_name.clone(),
-                    predicate_type: wanted.predicate_type.clone(),
-                    digest: referrer,
-                    key_id,
-                    ignored,
-                });
-            }
-            Err(rejection) if rejection.reason > best.reason => best = rejection,
-            Err(_) => {}
-        }
-    }
-    Err(best)
-}
-
 /// The `.att` manifest's DSSE layers: digest and predicate type annotation.
 fn att_layers(bytes: &[u8]) -> Result<Vec<(Digest, Option<String>)>, Rejection> {
     let manifest: Value = serde_json::from_slice(bytes)
@@ -149,48 +69,145 @@ fn att_layers(bytes: &[u8]) -> Result<Vec<(Digest, Option<String>)>, Rejection> 
         .collect())
 }
 
-async fn accept_one(
+/// Where one record's attestations are looked for, and what they must say.
+struct Search<'a> {
+    stores: &'a Stores,
+    place: &'a Place,
+    policy: &'a VerifyPolicy,
+    digest: &'a Digest,
+    commit: Option<&'a str>,
+}
+
+/// One accepted attestation per wanted type, or why the first type without
+/// one failed (the most telling rejection among its candidates).
+pub(super) async fn check_attestations(
     stores: &Stores,
     place: &Place,
     policy: &VerifyPolicy,
     digest: &Digest,
-    layers: &[(Digest, Option<String>)],
-    wanted: &WantedAttestation,
-) -> Result<CheckedAttestation, Rejection> {
-    // The annotation is a hint only (the statement decides), so layers
-    // without one are read too.
-    let candidates = layers
-        .iter()
-        .filter(|(_, kind)| kind.as_ref().is_none_or(|kind| *kind == wanted.predicate_type));
-    let mut best = Rejection::new(
-        Reason::NoAttestation,
-        format!(
-            "no {} attestation ({}) in {}.att",
-            wanted.type_name,
-            wanted.predicate_type,
-            digest.tag_form()
-        ),
-    );
-    for (layer, _) in candidates {
-        let bytes = place
-            .blob(stores, layer)
-            .await
-            .map_err(|e| Rejection::new(Reason::RegistryError, e.to_string()))?;
-        match check_envelope(policy, digest, wanted, &bytes) {
-            Ok((key_id, ignored)) => {
-                return Ok(CheckedAttestation {
-                    type_name: wanted.type_name.clone(),
-                    predicate_type: wanted.predicate_type.clone(),
-                    digest: layer.clone(),
-                    key_id,
-                    ignored,
-                });
-            }
-            Err(rejection) if rejection.reason > best.reason => best = rejection,
-            Err(_) => {}
-        }
+    commit: Option<&str>,
+) -> Result<Vec<CheckedAttestation>, Rejection> {
+    if policy.attestations.is_empty() {
+        return Ok(Vec::new());
     }
-    Err(best)
+    let tag = format!("{}.att", digest.tag_form());
+    let layers = match place.tagged(stores, &tag).await {
+        Ok(Some(bytes)) => att_layers(&bytes)?,
+        Ok(None) => Vec::new(),
+        Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
+    };
+    let search = Search {
+        stores,
+        place,
+        policy,
+        digest,
+        commit,
+    };
+    let mut checked = Vec::new();
+    let mut referrers: Option<Vec<Value>> = None;
+    for wanted in &policy.attestations {
+        let tagged = search.accept_one(&layers, wanted).await;
+        let Err(in_tag) = tagged else {
+            checked.extend(tagged);
+            continue;
+        };
+        if referrers.is_none() {
+            referrers = Some(match place.referrers(stores, digest).await {
+                Ok(listing) => listing.entries,
+                Err(error) => return Err(Rejection::new(Reason::RegistryError, error.to_string())),
+            });
+        }
+        let listed = referrers.as_deref().unwrap_or_default();
+        checked.push(search.accept_bundle(listed, wanted, in_tag).await?);
+    }
+    Ok(checked)
+}
+
+/// The first bundle referrer of the wanted type that passes; else the
+/// most telling rejection, `so_far` included.
+impl Search<'_> {
+    async fn accept_bundle(
+        &self,
+        listed: &[Value],
+        wanted: &WantedAttestation,
+        so_far: Rejection,
+    ) -> Result<CheckedAttestation, Rejection> {
+        let mut best = so_far;
+        let candidates = listed
+            .iter()
+            .filter(|entry| bundle::may_be_bundle_of(entry, &wanted.predicate_type))
+            .filter_map(manifest::descriptor_digest);
+        for referrer in candidates {
+            let read =
+                |e: crate::oci::store::StoreError| Rejection::new(Reason::RegistryError, e.to_string());
+            let referrer_manifest = self.place.manifest(self.stores, &referrer).await.map_err(read)?;
+            let Some(layer) = bundle::bundle_layer(&referrer_manifest) else {
+                continue;
+            };
+            let bytes = self.place.blob(self.stores, &layer).await.map_err(read)?;
+            let judged = bundle::parse_bundle(&bytes)
+                .map_err(|e| Rejection::new(Reason::MalformedSignature, e.to_string()))
+                .and_then(|envelope| {
+                    check_statement(self.policy, self.digest, self.commit, wanted, &envelope)
+                });
+            match judged {
+                Ok((key_id, ignored)) => {
+                    return Ok(CheckedAttestation {
+                        type_name: wanted.type_name.clone(),
+                        predicate_type: wanted.predicate_type.clone(),
+                        digest: referrer,
+                        key_id,
+                        ignored,
+                    });
+                }
+                Err(rejection) if rejection.reason > best.reason => best = rejection,
+                Err(_) => {}
+            }
+        }
+        Err(best)
+    }
+
+    async fn accept_one(
+        &self,
+        layers: &[(Digest, Option<String>)],
+        wanted: &WantedAttestation,
+    ) -> Result<CheckedAttestation, Rejection> {
+        // The annotation is a hint only (the statement decides), so layers
+        // without one are read too.
+        let candidates = layers
+            .iter()
+            .filter(|(_, kind)| kind.as_ref().is_none_or(|kind| *kind == wanted.predicate_type));
+        let mut best = Rejection::new(
+            Reason::NoAttestation,
+            format!(
+                "no {} attestation ({}) in {}.att",
+                wanted.type_name,
+                wanted.predicate_type,
+                self.digest.tag_form()
+            ),
+        );
+        for (layer, _) in candidates {
+            let bytes = self
+                .place
+                .blob(self.stores, layer)
+                .await
+                .map_err(|e| Rejection::new(Reason::RegistryError, e.to_string()))?;
+            match check_envelope(self.policy, self.digest, self.commit, wanted, &bytes) {
+                Ok((key_id, ignored)) => {
+                    return Ok(CheckedAttestation {
+                        type_name: wanted.type_name.clone(),
+                        predicate_type: wanted.predicate_type.clone(),
+                        digest: layer.clone(),
+                        key_id,
+                        ignored,
+                    });
+                }
+                Err(rejection) if rejection.reason > best.reason => best = rejection,
+                Err(_) => {}
+            }
+        }
+        Err(best)
+    }
 }
 
 /// One envelope against the policy: a key's signature over its PAE, an
@@ -198,6 +215,7 @@ async fn accept_one(
 pub fn check_envelope(
     policy: &VerifyPolicy,
     digest: &Digest,
+    commit: Option<&str>,
     wanted: &WantedAttestation,
     bytes: &[u8],
 ) -> Result<(String, Vec<String>), Rejection> {
@@ -207,13 +225,14 @@ pub fn check_envelope(
             "an .att layer is not a DSSE envelope of in-toto",
         )
     })?;
-    check_statement(policy, digest, wanted, &envelope)
+    check_statement(policy, digest, commit, wanted, &envelope)
 }
 
 /// A DSSE envelope (from an `.att` layer or a bundle) against the policy.
 fn check_statement(
     policy: &VerifyPolicy,
     digest: &Digest,
+    commit: Option<&str>,
     wanted: &WantedAttestation,
     envelope: &bundle::Envelope,
 ) -> Result<(String, Vec<String>), Rejection> {
@@ -258,6 +277,9 @@ fn check_statement(
             format!("the {} attestation's subject is not {digest}", wanted.type_name),
         ));
     }
+    if is_provenance(&wanted.predicate_type) {
+        check_provenance(policy, commit, wanted, &statement.predicate)?;
+    }
     let mut ignored = Vec::new();
     if wanted.predicate_type == attestation::VULN_PREDICATE && !policy.vuln.is_empty() {
         let judged = policy
@@ -269,4 +291,41 @@ fn check_statement(
         ignored = judged.ignored_used;
     }
     Ok((key.key_id(), ignored))
+}
+
+fn is_provenance(predicate_type: &str) -> bool {
+    predicate_type.starts_with("https://slsa.dev/provenance/")
+}
+
+/// The provenance's source commit must be the record's (when both say
+/// one), and its builder the pinned one (`--provenance-builder`).
+fn check_provenance(
+    policy: &VerifyPolicy,
+    commit: Option<&str>,
+    wanted: &WantedAttestation,
+    predicate: &Value,
+) -> Result<(), Rejection> {
+    let refuse = |rule: String| {
+        Rejection::new(
+            Reason::AttestationPolicy,
+            format!("the {} attestation: {rule}", wanted.type_name),
+        )
+    };
+    let (built_from, builder) = crate::pipeline::provenance::commit_and_builder(predicate);
+    if let (Some(expected), Some(built_from)) = (commit, built_from.as_deref())
+        && !built_from.eq_ignore_ascii_case(expected)
+    {
+        return Err(refuse(format!(
+            "built from commit {built_from}, but the record's source is {expected}"
+        )));
+    }
+    if let Some(pinned) = &policy.provenance_builder
+        && builder.as_deref() != Some(pinned.as_str())
+    {
+        return Err(refuse(format!(
+            "--provenance-builder {pinned}: the builder is {}",
+            builder.as_deref().unwrap_or("not named")
+        )));
+    }
+    Ok(())
 }

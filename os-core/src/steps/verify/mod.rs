@@ -80,6 +80,8 @@ pub struct VerifyPolicy {
     pub attestations: Vec<WantedAttestation>,
     /// What a `vuln` attestation's report must pass.
     pub vuln: VulnPolicy,
+    /// `--provenance-builder ID`: a provenance attestation's builder.
+    pub provenance_builder: Option<String>,
 }
 
 /// Why a record failed verification, as a stable code; ordered by how far
@@ -207,9 +209,11 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
     };
     let place = policy.source.place(&image);
     let checked = match find_accepted(stores, &place, policy, &image, &digest).await {
-        Ok(accepted) => attestations::check_attestations(stores, &place, policy, &digest)
-            .await
-            .map(|attested| (accepted, attested)),
+        Ok(accepted) => {
+            attestations::check_attestations(stores, &place, policy, &digest, source_commit(&record))
+                .await
+                .map(|attested| (accepted, attested))
+        }
         Err(rejection) => Err(rejection),
     };
     match checked {
@@ -249,6 +253,11 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
             record
         }
     }
+}
+
+/// The commit the record says the image was built from.
+fn source_commit(record: &Record) -> Option<&str> {
+    record.fields().get(field::SOURCE)?.get("commit")?.as_str()
 }
 
 /// With `--offline DIR`, a record that `os-import --to oci:DIR` moved into
