@@ -224,6 +224,17 @@ fn a_tampered_envelope_is_refused() {
 /// Rewrites `to`'s `.att` manifest to hold `from`'s first envelope, changed
 /// by `change`.
 fn copy_att(s: &Setup, repo: &str, from: &str, to: &str, change: impl Fn(&[u8]) -> Vec<u8>) {
+    copy_att_between(s, (repo, repo), from, to, change)
+}
+
+/// [`copy_att`] from one repository to another.
+fn copy_att_between(
+    s: &Setup,
+    (repo, to_repo): (&str, &str),
+    from: &str,
+    to: &str,
+    change: impl Fn(&[u8]) -> Vec<u8>,
+) {
     use support::push::{put_manifest, request, upload_blob};
     let host = s.registry.host();
     let tag = |digest: &str| format!("{}.att", digest.replace(':', "-"));
@@ -241,13 +252,16 @@ fn copy_att(s: &Setup, repo: &str, from: &str, to: &str, change: impl Fn(&[u8]) 
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
     let envelope = request(host, "GET", &format!("/v2/{repo}/blobs/{layer}"), &[], &[]).unwrap();
     let changed = change(&envelope.body);
-    upload_blob(host, repo, &changed).unwrap();
+    upload_blob(host, to_repo, &changed).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let config = request(host, "GET", &format!("/v2/{repo}/blobs/{config}"), &[], &[]).unwrap();
+    upload_blob(host, to_repo, &config.body).unwrap();
     manifest["layers"][0]["digest"] = support::images::sha256_digest(&changed).into();
     manifest["layers"][0]["size"] = changed.len().into();
     let bytes = serde_json::to_vec(&manifest).unwrap();
     put_manifest(
         host,
-        repo,
+        to_repo,
         &tag(to),
         "application/vnd.oci.image.manifest.v1+json",
         &bytes,
@@ -690,4 +704,27 @@ fn provenance_outside_ci_without_a_predicate_names_what_is_missing() {
         message.contains("BUILD_BUILDID") && message.contains("--predicate"),
         "{message}"
     );
+}
+
+#[test]
+fn an_attestation_naming_another_repository_fails_the_identity_rule() {
+    // The same image in two repositories; the attestation made in one is
+    // copied under the other's .att tag: it names the first.
+    let s = Setup::new();
+    let (record_a, digest, key, public) = signed(&s, "att/id-a");
+    attest(&s, &key, "vuln", VULN, &record_a).success();
+    let (record_b, digest_b) = s.image("att/id-b", "att/id-a");
+    assert_eq!(digest, digest_b, "the same image");
+    let record_b = stdout(&s.sign(&key, &record_b, &[]).success());
+    copy_att_between(&s, ("att/id-a", "att/id-b"), &digest, &digest, |envelope| {
+        envelope.to_vec()
+    });
+    let refused = one(&s.verify(&public, &record_b, &["--attestation", "vuln"]).code(1));
+    assert_eq!(refused["error"]["code"], "identity-mismatch", "{refused}");
+    s.verify(
+        &public,
+        &record_b,
+        &["--attestation", "vuln", "--identity", "any"],
+    )
+    .success();
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{Reason, Rejection, VerifyPolicy};
 use crate::oci::digest::Digest;
 use crate::oci::manifest;
+use crate::oci::reference::RegistryRef;
 use crate::oci::store::{Place, Stores};
 use crate::signing::attestation;
 use crate::signing::bundle;
@@ -74,6 +75,7 @@ struct Search<'a> {
     stores: &'a Stores,
     place: &'a Place,
     policy: &'a VerifyPolicy,
+    image: &'a RegistryRef,
     digest: &'a Digest,
     commit: Option<&'a str>,
 }
@@ -84,6 +86,7 @@ pub(super) async fn check_attestations(
     stores: &Stores,
     place: &Place,
     policy: &VerifyPolicy,
+    image: &RegistryRef,
     digest: &Digest,
     commit: Option<&str>,
 ) -> Result<Vec<CheckedAttestation>, Rejection> {
@@ -100,6 +103,7 @@ pub(super) async fn check_attestations(
         stores,
         place,
         policy,
+        image,
         digest,
         commit,
     };
@@ -148,7 +152,13 @@ impl Search<'_> {
             let judged = bundle::parse_bundle(&bytes)
                 .map_err(|e| Rejection::new(Reason::MalformedSignature, e.to_string()))
                 .and_then(|envelope| {
-                    check_statement(self.policy, self.digest, self.commit, wanted, &envelope)
+                    check_statement(
+                        self.policy,
+                        (self.image, self.digest),
+                        self.commit,
+                        wanted,
+                        &envelope,
+                    )
                 });
             match judged {
                 Ok((key_id, ignored)) => {
@@ -192,7 +202,13 @@ impl Search<'_> {
                 .blob(self.stores, layer)
                 .await
                 .map_err(|e| Rejection::new(Reason::RegistryError, e.to_string()))?;
-            match check_envelope(self.policy, self.digest, self.commit, wanted, &bytes) {
+            match check_envelope(
+                self.policy,
+                (self.image, self.digest),
+                self.commit,
+                wanted,
+                &bytes,
+            ) {
                 Ok((key_id, ignored)) => {
                     return Ok(CheckedAttestation {
                         type_name: wanted.type_name.clone(),
@@ -214,7 +230,7 @@ impl Search<'_> {
 /// in-toto statement of the wanted type about `digest`. Pure.
 pub fn check_envelope(
     policy: &VerifyPolicy,
-    digest: &Digest,
+    (image, digest): (&RegistryRef, &Digest),
     commit: Option<&str>,
     wanted: &WantedAttestation,
     bytes: &[u8],
@@ -225,13 +241,13 @@ pub fn check_envelope(
             "an .att layer is not a DSSE envelope of in-toto",
         )
     })?;
-    check_statement(policy, digest, commit, wanted, &envelope)
+    check_statement(policy, (image, digest), commit, wanted, &envelope)
 }
 
 /// A DSSE envelope (from an `.att` layer or a bundle) against the policy.
 fn check_statement(
     policy: &VerifyPolicy,
-    digest: &Digest,
+    (image, digest): (&RegistryRef, &Digest),
     commit: Option<&str>,
     wanted: &WantedAttestation,
     envelope: &bundle::Envelope,
@@ -267,15 +283,20 @@ fn check_statement(
             ),
         ));
     }
-    if !statement
+    let subject = statement
         .subjects
         .iter()
-        .any(|(_, sha256)| sha256.as_deref() == Some(digest.hex()))
-    {
+        .find(|(_, sha256)| sha256.as_deref() == Some(digest.hex()));
+    let Some((name, _)) = subject else {
         return Err(Rejection::new(
             Reason::DigestMismatch,
             format!("the {} attestation's subject is not {digest}", wanted.type_name),
         ));
+    };
+    // The subject's name is the attested identity: the same rule as a
+    // signature's docker-reference.
+    if let Some(name) = name {
+        super::policy::check_identity(policy, image, name)?;
     }
     if is_provenance(&wanted.predicate_type) {
         check_provenance(policy, commit, wanted, &statement.predicate)?;

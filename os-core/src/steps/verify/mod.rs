@@ -210,7 +210,7 @@ async fn verify_record(stores: &Stores, policy: &VerifyPolicy, origin: Origin, m
     let place = policy.source.place(&image);
     let checked = match find_accepted(stores, &place, policy, &image, &digest).await {
         Ok(accepted) => {
-            attestations::check_attestations(stores, &place, policy, &digest, source_commit(&record))
+            attestations::check_attestations(stores, &place, policy, &image, &digest, source_commit(&record))
                 .await
                 .map(|attested| (accepted, attested))
         }

@@ -86,7 +86,11 @@ fn signed_identity<'c>(
 
 /// Rule 3: the signed docker-reference (after `--identity-remap`) matches
 /// where the image is, as `--identity` asks.
-fn check_identity(policy: &VerifyPolicy, image: &RegistryRef, signed: &str) -> Result<(), Rejection> {
+pub(super) fn check_identity(
+    policy: &VerifyPolicy,
+    image: &RegistryRef,
+    signed: &str,
+) -> Result<(), Rejection> {
     let expected = simple_signing::docker_reference(image);
     let signed = remapped(&policy.remaps, signed);
     let repository_of = |name: &str| {
