@@ -209,7 +209,13 @@ impl FaultProxy {
     /// Forwards to `registry` (plain HTTP only: the proxy reads the requests).
     pub fn start(registry: &TestRegistry) -> FaultProxy {
         assert!(!registry.is_tls(), "the fault proxy speaks plain HTTP only");
-        let upstream = registry.host().to_string();
+        FaultProxy::to(registry.host())
+    }
+
+    /// Forwards to the plain-HTTP server at `upstream` (`HOST:PORT`), a
+    /// registry this process did not start (bench-env's, for one).
+    pub fn to(upstream: &str) -> FaultProxy {
+        let upstream = upstream.to_string();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the fault proxy");
         let host = format!(
             "127.0.0.1:{}",

@@ -9,7 +9,11 @@
 //! before its index, then the exact top manifest bytes under each target
 //! tag, or by digest into each untagged repository. NOTHING attached is
 //! copied: no `sha256-….sig`/`.att` tags, no referrers — ACR import's
-//! documented behaviour, which a client must make up for.
+//! documented behaviour, which a client must make up for. A registry of the
+//! stand-in is reached at its
+//! [`AcrEntry::copy_host`](super::AcrEntry::copy_host) (its backend, when
+//! clients see it through a proxy), as ACR's internal copy never passes
+//! through the client's network.
 //!
 //! The operation's failures: the source image missing → 404
 //! `ManifestUnknown` naming it; more than [`MANIFEST_LIMIT`] manifests (the

@@ -224,7 +224,7 @@ pub(super) fn import(
                         format!("The source registry resource '{id}' was not found."),
                     )
                 })?;
-            (entry.host.clone(), Some(entry))
+            (entry.copy_host().to_string(), Some(entry))
         }
         (None, Some(uri)) if !uri.trim().is_empty() => {
             let host = uri
@@ -236,7 +236,9 @@ pub(super) fn import(
                 .registries
                 .iter()
                 .find(|r| r.host.eq_ignore_ascii_case(host));
-            (host.to_string(), entry)
+            // A login server of the stand-in is copied from at its backend.
+            let copy_host = entry.map_or(host, AcrEntry::copy_host);
+            (copy_host.to_string(), entry)
         }
         _ => {
             return Err(invalid(
@@ -263,7 +265,7 @@ pub(super) fn import(
         ),
         source_repo,
         reference,
-        target: RegistryClient::new(&target.host, target.credentials.clone()),
+        target: RegistryClient::new(target.copy_host(), target.credentials.clone()),
         tags,
         untagged,
         force: mode == "Force",

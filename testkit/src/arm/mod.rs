@@ -29,7 +29,10 @@
 //!   ([`ArmConfig::polls_before_done`], [`ArmConfig::retry_after_secs`]).
 //! - `copy.rs`: the copy, run in a thread as ACR's runs server-side: the
 //!   exact manifest bytes and every blob, at most [`MANIFEST_LIMIT`]
-//!   manifests, and NOTHING attached (no `.sig`/`.att` tags, no referrers).
+//!   manifests, and NOTHING attached (no `.sig`/`.att` tags, no referrers);
+//!   to and from each registry at its [`AcrEntry::backend`] when one is
+//!   set (clients then reach the login server through a proxy that counts
+//!   what they send, the stand-in's copy does not pass it).
 //! - `registry_client.rs`: how the copy talks to a registry (Basic auth, or
 //!   a Bearer token from the registry's realm).
 
@@ -80,6 +83,11 @@ pub struct AcrEntry {
     pub resource_group: String,
     /// `127.0.0.1:PORT` of a plain-HTTP registry: its `loginServer`.
     pub host: String,
+    /// Where the stand-in's own server-side copy reaches this registry,
+    /// when not at `host`: e.g. clients are given a counting proxy as the
+    /// login server while ACR's internal copy goes to the registry
+    /// directly. `None`: `host`.
+    pub backend: Option<String>,
     /// `properties.policies.exportPolicy.status` is `disabled`: nothing is
     /// imported from it.
     pub export_disabled: bool,
@@ -92,16 +100,29 @@ pub struct AcrEntry {
 
 impl AcrEntry {
     /// Resource group [`RESOURCE_GROUP`], location [`LOCATION`], exports
-    /// enabled, no credentials.
+    /// enabled, no credentials, copied from and to at `host`.
     pub fn new(name: &str, host: &str) -> AcrEntry {
         AcrEntry {
             name: name.to_string(),
             resource_group: RESOURCE_GROUP.to_string(),
             host: host.to_string(),
+            backend: None,
             export_disabled: false,
             location: LOCATION.to_string(),
             credentials: None,
         }
+    }
+
+    /// The same entry, its server-side copy going to `backend` instead of
+    /// the login server.
+    pub fn with_backend(mut self, backend: &str) -> AcrEntry {
+        self.backend = Some(backend.to_string());
+        self
+    }
+
+    /// Where the server-side copy reaches the registry: `backend`, else `host`.
+    pub fn copy_host(&self) -> &str {
+        self.backend.as_deref().unwrap_or(&self.host)
     }
 }
 

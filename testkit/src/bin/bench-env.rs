@@ -16,6 +16,22 @@
 //! replaces registry NAME by a fresh one on empty storage and prints its
 //! new `NAME_host`, `NAME_pid`, `NAME_dir`.
 //!
+//! With `--acr NAME=ACR` (and `--control`), registry NAME is also an Azure
+//! Container Registry called ACR of one Resource Manager stand-in
+//! (`os_testkit::arm`), and clients reach it through a counting proxy
+//! (`os_testkit::fault_proxy`, no faults): the stand-in's `loginServer` is
+//! the proxy, its own server-side copy goes to the registry directly, so the
+//! proxies count exactly what the clients sent and fetched. It prints
+//! `NAME_proxy`, `NAME_id` (the ACR's resource id), `arm_endpoint` and the
+//! stand-in's Azure environment as `arm_AZURE_*` lines (`--arm-retry-after
+//! SECS`: the `Retry-After` its imports answer); restarting NAME
+//! also starts a new proxy and a new stand-in (new addresses: all of these
+//! printed again). `bench-env counters` prints what each proxy forwarded
+//! since the last `bench-env reset` (`NAME_requests`, `NAME_bytes_up`,
+//! `NAME_bytes_down`) and the stand-in's `arm_requests` (Entra's token
+//! endpoint included); `bench-env log` prints the requests themselves
+//! (`NAME METHOD TARGET`, `arm METHOD URL -> STATUS`).
+//!
 //! The images: `push-tags` (one image under many tags), `push-variants`
 //! (images one annotation apart), `push-set` (images of generated layers,
 //! `REPO DIGEST` lines) and `mount-set` (a pushed set copied to repositories
@@ -29,6 +45,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
+use os_testkit::arm::{AcrEntry, ArmConfig, ArmStandIn};
+use os_testkit::fault_proxy::FaultProxy;
 use os_testkit::images;
 use os_testkit::push;
 use os_testkit::registry::{Options, TestRegistry};
@@ -50,18 +68,47 @@ enum Command {
         /// (the system's temp dir when not given).
         #[arg(long)]
         storage_dir: Option<PathBuf>,
-        /// A Unix socket to listen on for `restart` (removed at the end).
+        /// A Unix socket to listen on for `restart`, `counters`, `reset`
+        /// and `log` (removed at the end).
         #[arg(long)]
         control: Option<PathBuf>,
+        /// Registry NAME is also the ACR called ACR of a Resource Manager
+        /// stand-in, reached by clients through a counting proxy (prints
+        /// NAME_proxy, NAME_id, arm_endpoint, arm_AZURE_*). Repeatable.
+        #[arg(long = "acr", value_name = "NAME=ACR")]
+        acrs: Vec<String>,
+        /// The stand-in's `Retry-After` on an accepted import and its
+        /// polls, in seconds (0, its default, invites back-to-back polls).
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        arm_retry_after: u64,
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Asks the `registries --control SOCKET` process to replace registry
-    /// NAME by a fresh, empty one; prints its NAME_host, NAME_pid, NAME_dir.
+    /// NAME by a fresh, empty one; prints its NAME_host, NAME_pid, NAME_dir
+    /// (and, for an --acr registry, the new proxy's and stand-in's lines).
     Restart {
         #[arg(long)]
         control: PathBuf,
         name: String,
+    },
+    /// What the --acr proxies forwarded and the stand-in answered since the
+    /// last `reset`: NAME_requests, NAME_bytes_up (client to registry),
+    /// NAME_bytes_down, arm_requests.
+    Counters {
+        #[arg(long)]
+        control: PathBuf,
+    },
+    /// Zeroes the counters (and forgets the logs) of `counters` and `log`.
+    Reset {
+        #[arg(long)]
+        control: PathBuf,
+    },
+    /// The requests since the last `reset`: `NAME METHOD TARGET` per proxied
+    /// request, then `arm METHOD URL -> STATUS` per request to the stand-in.
+    Log {
+        #[arg(long)]
+        control: PathBuf,
     },
     /// Pushes COUNT single-platform images to HOST/PREFIX/svc1..COUNT:TAG,
     /// each of the LAYERs given (SEED:BYTES; `@` in a seed becomes the
@@ -149,32 +196,64 @@ fn run(command: Command) -> io::Result<()> {
         Command::Registries {
             storage_dir,
             control,
+            acrs,
+            arm_retry_after,
             names,
         } => {
+            let mut acr_names = Vec::new();
+            for acr in &acrs {
+                let (name, acr_name) = acr
+                    .split_once('=')
+                    .filter(|(name, acr_name)| names.contains(&name.to_string()) && !acr_name.is_empty())
+                    .ok_or_else(|| {
+                        io::Error::other(format!("--acr {acr}: not NAME=ACR of a registry NAME given"))
+                    })?;
+                acr_names.push((name.to_string(), acr_name.to_string()));
+            }
+            if !acr_names.is_empty() && control.is_none() {
+                return Err(io::Error::other(
+                    "--acr needs --control (counters and reset are asked there)",
+                ));
+            }
             // Out of the terminal's process group (the registries inherit
             // ours): a Ctrl-C must not kill us before we clean up.
             // SAFETY: setpgid on ourselves has no memory-safety conditions.
             unsafe { libc::setpgid(0, 0) };
-            let options = Options {
-                parent: storage_dir,
-                quiet: true,
+            let mut fixture = Fixture {
+                options: Options {
+                    parent: storage_dir,
+                    quiet: true,
+                },
+                registries: Vec::new(),
+                acrs: acr_names,
+                arm_retry_after,
+                proxies: Vec::new(),
+                arm: None,
+                arm_seen: 0,
             };
-            let registries = Arc::new(Mutex::new(Vec::new()));
             for name in &names {
-                let registry = TestRegistry::start_with_options(&options);
+                let registry = TestRegistry::start_with_options(&fixture.options);
                 write_registry(&mut out, name, &registry)?;
-                registries.lock().unwrap().push((name.clone(), registry));
+                fixture.registries.push((name.clone(), registry));
             }
+            if !fixture.acrs.is_empty() {
+                for (name, _) in fixture.acrs.clone() {
+                    fixture.start_proxy(&name);
+                }
+                fixture.start_arm();
+                fixture.write_acrs(&mut out)?;
+            }
+            let fixture = Arc::new(Mutex::new(fixture));
             let listener = match &control {
                 Some(path) => Some(UnixListener::bind(path)?),
                 None => None,
             };
             if let Some(listener) = listener {
-                let registries = Arc::clone(&registries);
+                let fixture = Arc::clone(&fixture);
                 std::thread::spawn(move || {
                     for connection in listener.incoming().flatten() {
-                        if let Err(e) = serve_restart(connection, &registries, &options) {
-                            eprintln!("bench-env: restart: {e}");
+                        if let Err(e) = serve_control(connection, &fixture) {
+                            eprintln!("bench-env: control: {e}");
                         }
                     }
                 });
@@ -184,23 +263,24 @@ fn run(command: Command) -> io::Result<()> {
             drop(out);
             // Until end of file; whatever arrives is ignored.
             let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
-            registries.lock().unwrap().clear();
+            {
+                let mut fixture = fixture.lock().unwrap();
+                fixture.arm = None;
+                fixture.proxies.clear();
+                fixture.registries.clear();
+            }
             if let Some(path) = &control {
                 let _ = std::fs::remove_file(path);
             }
             Ok(())
         }
         Command::Restart { control, name } => {
-            let mut stream = UnixStream::connect(&control)?;
-            writeln!(stream, "restart {name}")?;
-            stream.shutdown(std::net::Shutdown::Write)?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer)?;
-            if !answer.ends_with("ready\n") {
-                return Err(io::Error::other(format!("restarting {name}: {}", answer.trim())));
-            }
-            out.write_all(answer.trim_end_matches("ready\n").as_bytes())
+            let answer = ask(&control, &format!("restart {name}"))?;
+            out.write_all(answer.as_bytes())
         }
+        Command::Counters { control } => out.write_all(ask(&control, "counters")?.as_bytes()),
+        Command::Reset { control } => out.write_all(ask(&control, "reset")?.as_bytes()),
+        Command::Log { control } => out.write_all(ask(&control, "log")?.as_bytes()),
         Command::PushSet {
             host,
             prefix,
@@ -273,32 +353,158 @@ fn write_registry(out: &mut dyn Write, name: &str, registry: &TestRegistry) -> i
     writeln!(out, "{name}_dir={}", registry.work_dir().display())
 }
 
-/// One `restart NAME` on the control socket: the old registry stopped and
-/// its storage removed, a new one started; its lines, then `ready`.
-fn serve_restart(
-    mut connection: UnixStream,
-    registries: &Mutex<Vec<(String, TestRegistry)>>,
-    options: &Options,
-) -> io::Result<()> {
+/// Sends one command line to the control socket; its answer, without the
+/// closing `ready` (an answer without it is the error).
+fn ask(control: &PathBuf, command: &str) -> io::Result<String> {
+    let mut stream = UnixStream::connect(control)?;
+    writeln!(stream, "{command}")?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    match answer.strip_suffix("ready\n") {
+        Some(lines) => Ok(lines.to_string()),
+        None => Err(io::Error::other(format!("{command}: {}", answer.trim()))),
+    }
+}
+
+/// What `bench-env registries` keeps: the registries, and for `--acr` ones
+/// their proxies and the one Resource Manager stand-in.
+struct Fixture {
+    options: Options,
+    registries: Vec<(String, TestRegistry)>,
+    /// Registry name → ACR name, as --acr gave them.
+    acrs: Vec<(String, String)>,
+    /// The stand-in's `Retry-After`, seconds.
+    arm_retry_after: u64,
+    /// Registry name → the proxy clients reach it through.
+    proxies: Vec<(String, FaultProxy)>,
+    arm: Option<ArmStandIn>,
+    /// The stand-in's requests before the last `reset`.
+    arm_seen: usize,
+}
+
+impl Fixture {
+    fn registry(&self, name: &str) -> Option<&TestRegistry> {
+        self.registries.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+
+    fn proxy(&self, name: &str) -> &FaultProxy {
+        let found = self.proxies.iter().find(|(n, _)| n == name);
+        &found.expect("every --acr registry has a proxy").1
+    }
+
+    /// A new proxy in front of registry `name` (the old one, if any, stopped).
+    fn start_proxy(&mut self, name: &str) {
+        let upstream = self
+            .registry(name)
+            .expect("a registry of --acr")
+            .host()
+            .to_string();
+        let proxy = FaultProxy::to(&upstream);
+        self.proxies.retain(|(n, _)| n != name);
+        self.proxies.push((name.to_string(), proxy));
+    }
+
+    /// A new stand-in over the --acr registries as they are now: login
+    /// server the proxy, the copy to the registry itself.
+    fn start_arm(&mut self) {
+        let entries = self
+            .acrs
+            .iter()
+            .map(|(name, acr)| {
+                let backend = self.registry(name).expect("a registry of --acr").host();
+                AcrEntry::new(acr, self.proxy(name).host()).with_backend(backend)
+            })
+            .collect();
+        // The new one started before the old one is stopped (its imports
+        // waited for).
+        let config = ArmConfig {
+            retry_after_secs: self.arm_retry_after,
+            ..ArmConfig::new(entries)
+        };
+        let old = self.arm.replace(ArmStandIn::start(config));
+        drop(old);
+        self.arm_seen = 0;
+    }
+
+    fn arm(&self) -> &ArmStandIn {
+        self.arm.as_ref().expect("the stand-in runs when --acr was given")
+    }
+
+    /// `NAME_proxy`, `NAME_id` per --acr registry, then `arm_endpoint` and
+    /// `arm_AZURE_*`.
+    fn write_acrs(&self, out: &mut dyn Write) -> io::Result<()> {
+        let arm = self.arm();
+        for (name, acr) in &self.acrs {
+            writeln!(out, "{name}_proxy={}", self.proxy(name).host())?;
+            writeln!(out, "{name}_id={}", arm.registry_id(acr))?;
+        }
+        writeln!(out, "arm_endpoint={}", arm.endpoint())?;
+        for (variable, value) in arm.env() {
+            writeln!(out, "arm_{variable}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One command on the control socket, its answer's lines, then `ready`:
+/// `restart NAME` (the old registry stopped and its storage removed, a new
+/// one started; for an --acr registry a new proxy and stand-in too),
+/// `counters`, `reset`, `log`.
+fn serve_control(mut connection: UnixStream, fixture: &Mutex<Fixture>) -> io::Result<()> {
     let mut line = String::new();
     BufReader::new(&connection).read_line(&mut line)?;
-    let name = line
-        .trim()
-        .strip_prefix("restart ")
-        .ok_or_else(|| io::Error::other(format!("not a restart: {line:?}")))?;
-    let mut registries = registries.lock().unwrap();
-    let Some(slot) = registries.iter_mut().find(|(n, _)| n == name) else {
-        return writeln!(connection, "no registry called {name}");
-    };
-    // The new one started, then the old one's process killed and waited
-    // for and its directory removed.
-    let fresh = {
-        let old = std::mem::replace(&mut slot.1, TestRegistry::start_with_options(options));
-        drop(old);
-        &slot.1
-    };
+    let mut fixture = fixture.lock().unwrap();
     let mut answer = Vec::new();
-    write_registry(&mut answer, name, fresh)?;
+    match line.trim().split_once(' ').unwrap_or((line.trim(), "")) {
+        ("restart", name) => {
+            let options = fixture.options.clone();
+            let Some(slot) = fixture.registries.iter_mut().find(|(n, _)| n == name) else {
+                return writeln!(connection, "no registry called {name}");
+            };
+            // The new one started, then the old one's process killed and
+            // waited for and its directory removed.
+            let old = std::mem::replace(&mut slot.1, TestRegistry::start_with_options(&options));
+            drop(old);
+            let fresh = fixture.registry(name).expect("just started");
+            write_registry(&mut answer, name, fresh)?;
+            if fixture.acrs.iter().any(|(n, _)| n == name) {
+                fixture.start_proxy(name);
+                fixture.start_arm();
+                fixture.write_acrs(&mut answer)?;
+            }
+        }
+        ("counters", "") => {
+            for (name, proxy) in &fixture.proxies {
+                let (up, down) = proxy.bytes();
+                writeln!(answer, "{name}_requests={}", proxy.seen().len())?;
+                writeln!(answer, "{name}_bytes_up={up}")?;
+                writeln!(answer, "{name}_bytes_down={down}")?;
+            }
+            if let Some(arm) = &fixture.arm {
+                writeln!(answer, "arm_requests={}", arm.requests().len() - fixture.arm_seen)?;
+            }
+        }
+        ("reset", "") => {
+            for (_, proxy) in &fixture.proxies {
+                proxy.clear_seen();
+            }
+            fixture.arm_seen = fixture.arm.as_ref().map_or(0, |arm| arm.requests().len());
+        }
+        ("log", "") => {
+            for (name, proxy) in &fixture.proxies {
+                for seen in proxy.seen() {
+                    writeln!(answer, "{name} {} {}", seen.method, seen.target)?;
+                }
+            }
+            if let Some(arm) = &fixture.arm {
+                for request in &arm.requests()[fixture.arm_seen..] {
+                    writeln!(answer, "arm {request}")?;
+                }
+            }
+        }
+        _ => return writeln!(connection, "not a command: {line:?}"),
+    }
     writeln!(answer, "ready")?;
     connection.write_all(&answer)
 }
