@@ -112,6 +112,24 @@ fn base64_payload(line: &str) -> Vec<u8> {
         .unwrap()
 }
 
+/// `cosign attest --type vuln` of [`VULN`] with `key`, offline.
+fn cosign_attest_vuln(s: &Setup, key: &Path, reference: &str, extra: &[&str]) {
+    let predicate = s.path("vuln.json");
+    std::fs::write(&predicate, VULN).unwrap();
+    let (key, predicate) = (key.to_str().unwrap(), predicate.to_str().unwrap());
+    let mut args = vec![
+        "attest",
+        "--yes",
+        "--key",
+        key,
+        "--tlog-upload=false",
+        "--allow-http-registry",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--type", "vuln", "--predicate", predicate, reference]);
+    cosign_ok(&args, PASSWORD, s.dir.path());
+}
+
 #[test]
 fn cosign_attest_verifies_with_os_verify_attestation_and_not_with_another_key() {
     let s = Setup::new();
@@ -120,25 +138,7 @@ fn cosign_attest_verifies_with_os_verify_attestation_and_not_with_another_key() 
     let (_, attester_public) = s.our_keys("attester");
     let pinned = s.pinned("att/cosign", &digest);
     s.cosign_sign(&cosign_key, &pinned, &[]);
-    let predicate = s.path("vuln.json");
-    std::fs::write(&predicate, VULN).unwrap();
-    cosign_ok(
-        &[
-            "attest",
-            "--yes",
-            "--key",
-            cosign_key.to_str().unwrap(),
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            "--type",
-            "vuln",
-            "--predicate",
-            predicate.to_str().unwrap(),
-            &pinned,
-        ],
-        PASSWORD,
-        s.dir.path(),
-    );
+    cosign_attest_vuln(&s, &cosign_key, &pinned, &[]);
     let verified = one(&s
         .verify(&cosign_public, &record, &["--attestation", "vuln"])
         .success());
@@ -356,26 +356,7 @@ fn a_bundle_attestation_from_cosign_verifies_with_os_verify_and_not_another_key(
     let (_, other_public) = s.our_keys("not-the-bundler");
     let pinned = s.pinned("att/cosign-bundle", &digest);
     s.cosign_sign(&cosign_key, &pinned, &[]);
-    let predicate = s.path("vuln.json");
-    std::fs::write(&predicate, VULN).unwrap();
-    cosign_ok(
-        &[
-            "attest",
-            "--yes",
-            "--new-bundle-format",
-            "--key",
-            cosign_key.to_str().unwrap(),
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            "--type",
-            "vuln",
-            "--predicate",
-            predicate.to_str().unwrap(),
-            &pinned,
-        ],
-        PASSWORD,
-        s.dir.path(),
-    );
+    cosign_attest_vuln(&s, &cosign_key, &pinned, &["--new-bundle-format"]);
     let verified = one(&s
         .verify(&cosign_public, &record, &["--attestation", "vuln"])
         .success());
